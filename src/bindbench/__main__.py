@@ -1,0 +1,3 @@
+from bindbench.cli import entry
+
+entry()

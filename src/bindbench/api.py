@@ -1,0 +1,65 @@
+"""The Python entry point: `bindbench.run(...)` does what `bindbench run` does."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from bindbench.core.device import describe_device, resolve_device
+from bindbench.core.executor import execute
+from bindbench.core.plan import Job, Plan, make_plan
+from bindbench.core.report import build_report
+from bindbench.core.store import Store
+
+
+def plan(target: str | None = None, profile: str = "quick", sets: Iterable[str] = (),
+         seed: int | None = None) -> Plan:
+    """Resolves a target (experiment, suite or spec file) into its runs without running them."""
+    import bindbench.experiments  # noqa: F401  (registers experiments and suites)
+
+    return make_plan(target, profile, list(sets), seed)
+
+
+def run(
+    target: str | None = None,
+    *,
+    profile: str = "quick",
+    sets: Iterable[str] = (),
+    out: str | Path | None = None,
+    workers: int = 1,
+    device: str = "cpu",
+    seed: int | None = None,
+    on_start: Callable[[Plan, list[Job]], None] | None = None,
+    on_finish: Callable[[Job, dict], None] | None = None,
+    command: str | None = None,
+) -> Path:
+    """Runs a target's missing runs, writes the report, and returns the output folder.
+
+    `sets` are `key=value` overrides as on the command line (a list value sweeps).
+    Everything is validated before the output folder is touched.
+    """
+    the_plan = plan(target, profile, sets, seed)
+    described = describe_device(resolve_device(device))
+    folder = Path(out) if out else the_plan.default_out()
+    with Store(folder) as store:
+        store.set_meta(
+            target=the_plan.target,
+            profile=profile,
+            sweeps=the_plan.sweeps,
+            device=described,
+            command=command or _as_command(target, profile, sets, seed, device),
+        )
+        if on_start is not None:
+            on_start(the_plan, the_plan.jobs)
+        execute(the_plan.jobs, store, device=device, workers=workers, on_finish=on_finish)
+    build_report(folder)
+    return folder
+
+
+def _as_command(target, profile, sets, seed, device) -> str:
+    words = ["bindbench", "run"] + ([target] if target else [])
+    words += ["--profile", profile] + [w for s in sets for w in ("--set", s)]
+    words += ["--seed", str(seed)] if seed is not None else []
+    words += ["--device", device] if device != "cpu" else []
+    return shlex.join(words)

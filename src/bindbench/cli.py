@@ -1,0 +1,134 @@
+"""The command line: parses, validates, and calls the experiments and core.
+
+Every bad input ends in one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from bindbench.core.config import SpecError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="BindBench: the binding problem, measured.")
+console = Console(highlight=False)
+
+
+@app.command("run")
+def run_command(
+    target: str = typer.Argument(None, help="experiment, suite or spec YAML (default: the default suite)"),
+    profile: str = typer.Option("quick", help="quick | full | paper"),
+    set_: list[str] = typer.Option([], "--set", help="key=value override; key=[a,b] sweeps"),
+    out: Path = typer.Option(None, help="output folder (default: runs/<target>-<profile>-<hash>)"),
+    workers: int = typer.Option(1, min=1, help="worker processes for the runs of a sweep"),
+    device: str = typer.Option("cpu", help="cpu | cuda | cuda:N | auto"),
+    seed: int = typer.Option(None, min=0, help="set the seed of every run"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or per-run lines"),
+) -> None:
+    """Run an experiment or suite (missing runs only) and write its report."""
+    from bindbench.api import run
+
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, disable=quiet,
+    )
+    state = {}
+
+    def on_start(plan, jobs) -> None:
+        if not quiet:
+            console.print(f"{plan.target} ({plan.profile}): {len(jobs)} runs")
+        state["task"] = progress.add_task("runs", total=len(jobs), completed=0)
+        progress.start()
+
+    def on_finish(job, outcome) -> None:
+        progress.advance(state["task"])
+        if quiet:
+            return
+        label = " ".join(f"{k.split('.')[-1]}={v}" for k, v in job.label.items())
+        metrics = outcome.get("metrics") or {}
+        shown = " ".join(f"{k}={metrics[k]:.3f}" for k in job.experiment.metrics[:2] if k in metrics)
+        error = (outcome.get("error") or "").splitlines()[:1]
+        progress.console.print(
+            f"{outcome['status']:>8} {job.experiment.name} {job.run_id[:8]} {label} {shown}"
+            f"{' ' + error[0] if error else ''} ({outcome['seconds']:.0f} s)"
+        )
+
+    command = shlex.join(["bindbench", *sys.argv[1:]]) if sys.argv[1:2] == ["run"] else None
+    try:
+        folder = run(target, profile=profile, sets=set_, out=out, workers=workers, device=device,
+                     seed=seed, on_start=on_start, on_finish=on_finish, command=command)
+    finally:
+        if "task" in state:
+            progress.stop()
+    console.print(f"report: {folder / 'report.html'}")
+
+
+@app.command("list")
+def list_command() -> None:
+    """List experiments, suites and profiles."""
+    import bindbench.experiments  # noqa: F401
+    from bindbench.core.registry import EXPERIMENTS, PROFILES, SUITES
+
+    table = Table("experiment", "profiles", "what it tests", box=None)
+    for name, exp in sorted(EXPERIMENTS.items()):
+        table.add_row(name, ", ".join(exp.profiles), exp.title)
+    console.print(table)
+    suites = Table("suite", "experiments", "description", box=None)
+    for name, suite in sorted(SUITES.items()):
+        suites.add_row(name, ", ".join(e for e, _ in suite.entries), suite.description)
+    console.print(suites)
+    console.print(f"profiles: {', '.join(PROFILES)} (quick is the default)")
+
+
+@app.command("report")
+def report_command(folder: Path = typer.Argument(..., help="an output folder of `bindbench run`")) -> None:
+    """Rebuild report.html and report.json from a folder's run store."""
+    import bindbench.experiments  # noqa: F401
+    from bindbench.core.report import build_report
+
+    html_path, json_path = build_report(folder)
+    console.print(f"report: {html_path}\njson: {json_path}")
+
+
+@app.command("export")
+def export_command(
+    folder: Path = typer.Argument(..., help="an output folder of `bindbench run`"),
+    format_: str = typer.Option("csv", "--format", help="csv | parquet"),
+    out: Path = typer.Option(None, help="file to write (default: <folder>/runs.<format>)"),
+) -> None:
+    """Write the runs table (spec and metrics, one row per run) as CSV or Parquet."""
+    from bindbench.core.export import export_runs
+
+    console.print(f"wrote {export_runs(folder, format_, out)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the CLI and returns its exit code: 0 ok, 2 bad input, 1 a failure of ours."""
+    try:
+        result = app(args=argv, prog_name="bindbench", standalone_mode=False)
+    except SpecError as err:
+        print(f"bindbench: error: {err}", file=sys.stderr)
+        return 2
+    except (typer.Abort, KeyboardInterrupt):
+        print("bindbench: interrupted; finished runs are kept, rerun to finish the rest", file=sys.stderr)
+        return 130
+    except Exception as err:
+        # Typer's (vendored click) usage errors: bad option, missing argument, wrong type.
+        if not hasattr(err, "format_message") or not hasattr(err, "exit_code"):
+            raise
+        if type(err).__name__ == "NoArgsIsHelpError":
+            print(err.format_message())
+            return 0
+        print(f"bindbench: error: {' '.join(err.format_message().split())}", file=sys.stderr)
+        return err.exit_code
+    return result if isinstance(result, int) else 0
+
+
+def entry() -> None:
+    sys.exit(main())

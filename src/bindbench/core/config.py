@@ -1,0 +1,193 @@
+"""Specs, `--set` overrides, sweep grids and run ids.
+
+A Spec is a pydantic model with `extra="forbid"`. Overrides are dotted paths with YAML
+values (`model.width=512`, `task.support=equal`); a list value on a scalar field is a
+sweep axis, and several axes make a grid. Every problem is a `SpecError` whose message
+is one line naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+class SpecError(ValueError):
+    """Bad user input: an unknown key, a wrong type, an impossible value or file."""
+
+
+class Spec(BaseModel):
+    """Base of every experiment spec: unknown keys are errors, values are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+def _field_info(model: type[BaseModel], path: str):
+    """Returns the (annotation, is_model) of a dotted path, or raises naming the bad key."""
+    parts = path.split(".")
+    current: Any = model
+    for depth, part in enumerate(parts):
+        fields = current.model_fields
+        if part not in fields:
+            prefix = ".".join(parts[:depth])
+            where = f" under '{prefix}'" if prefix else ""
+            raise SpecError(
+                f"unknown key '{path}'{where}: allowed are {', '.join(sorted(fields))}"
+            )
+        annotation = fields[part].annotation
+        if depth < len(parts) - 1:
+            if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+                raise SpecError(f"unknown key '{path}': '{'.'.join(parts[:depth + 1])}' has no sub-keys")
+            current = annotation
+    return annotation
+
+
+def _is_list_type(annotation) -> bool:
+    origin = typing.get_origin(annotation)
+    return origin in (list, tuple) or annotation in (list, tuple)
+
+
+def parse_value(text: str) -> Any:
+    """Parses an override's value as YAML (`0.5`, `true`, `[32, 128]`, `relu`)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise SpecError(f"cannot parse value {text!r}: {str(err).splitlines()[0]}") from None
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """Splits `key=value` into the dotted key and its parsed value."""
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise SpecError(f"--set {item!r} must look like key=value (for example model.width=512)")
+    return key, parse_value(value.strip())
+
+
+def _set_path(tree: dict, path: str, value: Any) -> None:
+    node = tree
+    *parents, leaf = path.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise SpecError(f"cannot set '{path}': '{part}' is a value, not a group of keys")
+    node[leaf] = value
+
+
+def _get_path(tree: Mapping, path: str) -> Any:
+    node: Any = tree
+    for part in path.split("."):
+        node = node[part]
+    return node
+
+
+def split_sweep(spec_cls: type[Spec], overrides: Mapping[str, Any]) -> tuple[dict, dict]:
+    """Separates fixed overrides from sweep axes (a list on a field that is not a list)."""
+    fixed, axes = {}, {}
+    for key, value in overrides.items():
+        annotation = _field_info(spec_cls, key)
+        sweeping = isinstance(value, list) and (
+            not _is_list_type(annotation) or (value and all(isinstance(v, list) for v in value))
+        )
+        if sweeping:
+            if not value:
+                raise SpecError(f"--set {key}=[] is an empty sweep: give at least one value")
+            axes[key] = value
+        else:
+            fixed[key] = value
+    return fixed, axes
+
+
+def _describe_error(spec_cls: type[Spec], err: ValidationError, values: Mapping) -> str:
+    first = err.errors()[0]
+    path = ".".join(str(p) for p in first["loc"])
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        parent = ".".join(str(p) for p in first["loc"][:-1])
+        try:
+            model = spec_cls
+            for part in first["loc"][:-1]:
+                model = model.model_fields[part].annotation
+            allowed = f": allowed are {', '.join(sorted(model.model_fields))}"
+        except (KeyError, AttributeError):
+            allowed = ""
+        where = f" under '{parent}'" if parent else ""
+        return f"unknown key '{path}'{where}{allowed}"
+    value = first.get("input")
+    shown = json.dumps(value) if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
+    return f"{path}={shown}: {message[0].lower() + message[1:]}"
+
+
+def build_spec(spec_cls: type[Spec], base: Mapping | None = None, overrides: Mapping | None = None) -> Spec:
+    """Returns the validated spec from base values (nested dict) plus dotted overrides."""
+    tree = json.loads(json.dumps(dict(base or {})))  # deep copy of plain data
+    for key, value in (overrides or {}).items():
+        _field_info(spec_cls, key)
+        _set_path(tree, key, value)
+    try:
+        return spec_cls.model_validate(tree)
+    except ValidationError as err:
+        raise SpecError(_describe_error(spec_cls, err, tree)) from None
+
+
+def expand_grid(axes: Mapping[str, list]) -> list[dict]:
+    """Returns one dict of values per grid point, in row-major order of the axes."""
+    keys = list(axes)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(axes[k] for k in keys))]
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Reads a YAML mapping, with one-line errors for missing or malformed files."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"spec file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SpecError(f"spec file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SpecError(f"spec file {path} must hold a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
+    """Turns a nested mapping into dotted keys: {'a': {'b': 1}} -> {'a.b': 1}."""
+    flat = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, path + "."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def spec_json(spec: BaseModel) -> str:
+    """Canonical JSON of a fully resolved spec (sorted keys, no whitespace)."""
+    return json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
+def run_id(experiment: str, spec: BaseModel) -> str:
+    """Returns the run id: a hash of the experiment name and its fully resolved spec."""
+    digest = hashlib.sha256(f"{experiment}\n{spec_json(spec)}".encode()).hexdigest()
+    return digest[:16]
+
+
+def short_hash(items: Iterable[str]) -> str:
+    return hashlib.sha256("\n".join(items).encode()).hexdigest()[:8]
+
+
+__all__ = [
+    "Spec", "SpecError", "build_spec", "expand_grid", "flatten", "load_yaml", "parse_override",
+    "parse_value", "run_id", "short_hash", "spec_json", "split_sweep", "_get_path",
+]

@@ -1,0 +1,120 @@
+"""Running the jobs of a plan: in this process, or in a pool of worker processes.
+
+Only this (the driving) process writes to the store. Workers get the experiment and its
+spec, run it, and hand back a plain dict; finished runs are skipped on a rerun, and runs
+left `running` by a killed process are run again.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from multiprocessing import get_context
+
+import numpy as np
+import torch
+
+from bindbench.core.config import spec_json
+from bindbench.core.device import describe_device, resolve_device, threads_per_worker
+from bindbench.core.plan import Job
+from bindbench.core.registry import Experiment
+from bindbench.core.store import FINISHED, Store
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a run gets from its executor besides its spec."""
+
+    device: torch.device
+
+
+def versions() -> dict[str, str]:
+    from bindbench import __version__
+
+    return {
+        "bindbench": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def run_job(experiment: Experiment, spec: dict, device: str, threads: int) -> dict:
+    """Runs one spec and returns its outcome as plain data (never raises)."""
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    outcome: dict = {"device": device}
+    try:
+        torch_device = resolve_device(device)
+        outcome["device"] = describe_device(torch_device)
+        result = experiment.run(experiment.spec.model_validate(spec), RunContext(torch_device))
+        outcome.update(
+            status="diverged" if result.diverged else "done",
+            metrics=result.metrics,
+            curve=result.curve,
+            extra=result.extra,
+        )
+    except Exception as err:  # a failing run must not stop the sweep
+        outcome.update(status="failed", error=f"{type(err).__name__}: {err}\n{traceback.format_exc()}")
+    outcome["seconds"] = time.perf_counter() - start
+    return outcome
+
+
+def execute(
+    jobs: list[Job],
+    store: Store,
+    device: str = "cpu",
+    workers: int = 1,
+    on_finish: Callable[[Job, dict], None] | None = None,
+) -> list[Job]:
+    """Runs every job the store has not finished; returns the jobs that were run."""
+    for job in jobs:
+        store.add(job.run_id, job.experiment.name, spec_json(job.spec), job.position)
+    pending = [job for job in jobs if store.status(job.run_id) not in FINISHED]
+    info = versions()
+
+    def finish(job: Job, outcome: dict) -> None:
+        store.finish(
+            job.run_id,
+            outcome["status"],
+            metrics=outcome.get("metrics"),
+            curve=outcome.get("curve", ()),
+            extra=outcome.get("extra"),
+            error=outcome.get("error"),
+            seconds=outcome["seconds"],
+            device=outcome["device"],
+        )
+        if on_finish is not None:
+            on_finish(job, outcome)
+
+    workers = max(1, min(workers, len(pending)))
+    threads = threads_per_worker(workers)
+    if workers == 1:
+        for job in pending:
+            store.start(job.run_id, device, info)
+            finish(job, run_job(job.experiment, job.spec.model_dump(mode="json"), device, threads))
+        return pending
+
+    queue = list(pending)
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        running = {}
+
+        def submit() -> None:
+            job = queue.pop(0)
+            store.start(job.run_id, device, info)
+            spec = job.spec.model_dump(mode="json")
+            running[pool.submit(run_job, job.experiment, spec, device, threads)] = job
+
+        while queue and len(running) < workers:
+            submit()
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                finish(running.pop(future), future.result())
+                if queue:
+                    submit()
+    return pending

@@ -1,0 +1,79 @@
+"""The registry of experiments and suites.
+
+Experiments register themselves when `bindbench.experiments` is imported; core only looks
+them up by name, so it never imports an experiment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bindbench.core.config import Spec, SpecError
+
+PROFILES = ("quick", "full", "paper")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What an experiment's `run` gives back for one spec."""
+
+    metrics: dict[str, float]
+    curve: list[dict[str, float]] = field(default_factory=list)  # one dict per evaluation, with "step"
+    diverged: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)  # JSON-able details (per-task values, ...)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A claim made runnable: a Spec, a run function, profiles, and the report's view of it.
+
+    `profiles` maps a profile name to dotted overrides in `--set` form (a list is a sweep).
+    `check` validates a resolved spec before anything runs (e.g. an impossible split).
+    `columns` are the spec keys the report's table shows; `metrics` the result columns,
+    the first of which is the headline (plotted against swept settings).
+    `plots(runs) -> [(title, figure)]` adds experiment-specific figures to the report.
+    """
+
+    name: str
+    title: str
+    spec: type[Spec]
+    run: Callable[..., RunResult]
+    profiles: dict[str, dict[str, Any]]
+    columns: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()
+    check: Callable[[Spec], None] | None = None
+    plots: Callable[[list[dict]], list] | None = None
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A named list of experiments, each with extra overrides per profile."""
+
+    name: str
+    description: str
+    entries: tuple[tuple[str, dict[str, dict[str, Any]]], ...]  # (experiment, {profile: overrides})
+
+
+EXPERIMENTS: dict[str, Experiment] = {}
+SUITES: dict[str, Suite] = {}
+
+
+def register(experiment: Experiment) -> Experiment:
+    for profile in experiment.profiles:
+        if profile not in PROFILES:
+            raise ValueError(f"experiment {experiment.name}: unknown profile {profile!r}")
+    EXPERIMENTS[experiment.name] = experiment
+    return experiment
+
+
+def register_suite(suite: Suite) -> Suite:
+    SUITES[suite.name] = suite
+    return suite
+
+
+def get_experiment(name: str) -> Experiment:
+    if name not in EXPERIMENTS:
+        raise SpecError(f"unknown experiment '{name}': known are {', '.join(sorted(EXPERIMENTS))}")
+    return EXPERIMENTS[name]

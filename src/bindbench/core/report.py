@@ -1,0 +1,232 @@
+"""The report: one self-contained HTML page (figures inline) and report.json, from the store.
+
+Both are built from the same rows, so the page and the JSON always agree. Files are
+written to a temporary name and renamed, so a report is never half-written.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from bindbench.core.config import _get_path
+from bindbench.core.registry import EXPERIMENTS
+from bindbench.core.store import open_store
+
+BASE_COLUMNS = ("run", "status")
+
+
+def format_cell(value: Any) -> str:
+    """How a table cell is shown: 4 significant digits for floats, '' for missing."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _lookup(spec: dict, key: str) -> Any:
+    try:
+        return _get_path(spec, key)
+    except (KeyError, TypeError):
+        return None
+
+
+def experiment_table(name: str, runs: list[dict], swept: list[str]) -> dict:
+    """Returns the table of one experiment: its columns and one row per run."""
+    experiment = EXPERIMENTS.get(name)
+    settings = list(dict.fromkeys([*swept, *(experiment.columns if experiment else ())]))
+    metrics = list(experiment.metrics) if experiment else sorted(
+        {k for run in runs for k in run["metrics"]}
+    )
+    columns = [*BASE_COLUMNS, *settings, *metrics, "seconds"]
+    rows = []
+    for run in runs:
+        row = [run["id"][:8], run["status"]]
+        row += [_lookup(run["spec"], key) for key in settings]
+        row += [run["metrics"].get(key) for key in metrics]
+        row.append(round(run["seconds"], 1) if run["seconds"] is not None else None)
+        rows.append(row)
+    return {"columns": columns, "rows": rows, "settings": settings, "metrics": metrics}
+
+
+def _label(run: dict, keys: list[str]) -> str:
+    return ", ".join(f"{k.split('.')[-1]}={_lookup(run['spec'], k)}" for k in keys) or run["id"][:8]
+
+
+def curves_figure(runs: list[dict], metrics: list[str], swept: list[str]) -> Figure | None:
+    """Learning curves: one panel per metric, one line per run."""
+    shown = [m for m in metrics if any(m in p for r in runs for p in r["curve"])]
+    if not shown:
+        return None
+    fig = Figure(figsize=(4.2 * len(shown), 3.2), layout="constrained")
+    for ax, metric in zip(np.atleast_1d(fig.subplots(1, len(shown))), shown):
+        for run in runs:
+            points = [(p["step"], p[metric]) for p in run["curve"] if metric in p]
+            if points:
+                steps, values = zip(*points)
+                ax.plot(steps, values, label=_label(run, swept), lw=1.2)
+        ax.set_xlabel("step")
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+        if metric.endswith("r2"):
+            ax.set_ylim(max(-0.5, ax.get_ylim()[0]), 1.02)
+    if len(runs) <= 12:
+        fig.axes[-1].legend(fontsize=7)
+    return fig
+
+
+def sweep_figures(runs: list[dict], headline: str, swept: list[str]) -> list[tuple[str, Figure]]:
+    """The headline metric against each swept setting; other settings are separate lines,
+    seeds are averaged (mean line, every seed as a point)."""
+    figures = []
+    done = [r for r in runs if headline in r["metrics"]]
+    for key in swept:
+        if key == "seed":
+            continue
+        values = sorted({_lookup(r["spec"], key) for r in done}, key=_sort_key)
+        if len(values) < 2:
+            continue
+        others = [k for k in swept if k not in (key, "seed")]
+        groups: dict[str, dict] = defaultdict(lambda: defaultdict(list))
+        for run in done:
+            groups[_label(run, others)][_lookup(run["spec"], key)].append(run["metrics"][headline])
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        fig = Figure(figsize=(5, 3.4), layout="constrained")
+        ax = fig.subplots()
+        for label, by_value in groups.items():
+            xs = [v for v in values if v in by_value]
+            positions = xs if numeric else [values.index(v) for v in xs]
+            ax.plot(positions, [float(np.mean(by_value[v])) for v in xs], marker="o", label=label)
+            for x, v in zip(positions, xs):
+                ax.scatter([x] * len(by_value[v]), by_value[v], s=10, alpha=0.4, color="k")
+        if numeric and min(values) > 0 and max(values) / min(values) >= 8:
+            ax.set_xscale("log", base=2)
+        if not numeric:
+            ax.set_xticks(range(len(values)), [str(v) for v in values])
+        ax.set_xlabel(key)
+        ax.set_ylabel(headline)
+        ax.grid(alpha=0.3)
+        if len(groups) > 1:
+            ax.legend(fontsize=7)
+        figures.append((f"{headline} against {key}", fig))
+    return figures
+
+
+def _sort_key(value: Any):
+    return (0, value, "") if isinstance(value, (int, float)) else (1, 0, str(value))
+
+
+def _png(fig: Figure) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def build_report(folder: str | Path) -> tuple[Path, Path]:
+    """Writes `report.html` and `report.json` in `folder` from its store; returns both paths."""
+    folder = Path(folder)
+    with open_store(folder) as store:
+        meta = store.meta()
+        runs = store.runs()
+        for run in runs:
+            run["curve"] = store.curve(run["id"])
+    sweeps = meta.get("sweeps", {})
+    report: dict[str, Any] = {
+        "title": f"BindBench: {meta.get('target', folder.name)} ({meta.get('profile', '?')})",
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "meta": meta,
+        "experiments": [],
+    }
+    sections = []
+    for name in dict.fromkeys(run["experiment"] for run in runs):
+        mine = [r for r in runs if r["experiment"] == name]
+        swept = sweeps.get(name, [])
+        table = experiment_table(name, mine, swept)
+        figures: list[tuple[str, Figure]] = []
+        fig = curves_figure(mine, table["metrics"], swept)
+        if fig is not None:
+            figures.append(("learning curves", fig))
+        if table["metrics"]:
+            figures += sweep_figures(mine, table["metrics"][0], swept)
+        experiment = EXPERIMENTS.get(name)
+        if experiment is not None and experiment.plots is not None:
+            figures += experiment.plots(mine)
+        counts = {s: sum(r["status"] == s for r in mine) for s in ("done", "diverged", "failed", "running")}
+        entry = {
+            "name": name,
+            "title": experiment.title if experiment else name,
+            "swept": swept,
+            "counts": counts,
+            "columns": table["columns"],
+            "rows": table["rows"],
+            "figures": [title for title, _ in figures],
+        }
+        report["experiments"].append(entry)
+        sections.append((entry, [(t, _png(f)) for t, f in figures]))
+    json_path, html_path = folder / "report.json", folder / "report.html"
+    _write_atomic(json_path, json.dumps(report, indent=1, default=str))
+    _write_atomic(html_path, render_html(report, sections))
+    return html_path, json_path
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+table{border-collapse:collapse;font-size:13px;margin:1em 0}
+th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
+th{background:#f3f3f3} td.text{text-align:left}
+.status-failed,.status-diverged{color:#b00}.status-running{color:#a60}
+figure{display:inline-block;margin:0.5em}figcaption{font-size:13px;color:#555}
+code{background:#f3f3f3;padding:1px 4px}
+"""
+
+
+def render_html(report: dict, sections: list[tuple[dict, list[tuple[str, str]]]]) -> str:
+    esc = html.escape
+    meta = report["meta"]
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>{esc(report['title'])}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{esc(report['title'])}</h1>",
+        f"<p>Command: <code>{esc(meta.get('command', ''))}</code><br>",
+        f"Device: {esc(str(meta.get('device', '')))} &middot; created {esc(report['created'])}</p>",
+    ]
+    for entry, figures in sections:
+        counts = ", ".join(f"{n} {s}" for s, n in entry["counts"].items() if n)
+        parts.append(f"<h2>{esc(entry['title'])}</h2><p>experiment <code>{esc(entry['name'])}</code>: {counts}</p>")
+        parts.append("<table class='runs'><tr>" + "".join(f"<th>{esc(c)}</th>" for c in entry["columns"]) + "</tr>")
+        for row in entry["rows"]:
+            cells = []
+            for column, value in zip(entry["columns"], row):
+                css = "text" if isinstance(value, str) else ""
+                if column == "status":
+                    css += f" status-{value}"
+                cells.append(f"<td class='{css.strip()}'>{esc(format_cell(value))}</td>")
+            parts.append("<tr>" + "".join(cells) + "</tr>")
+        parts.append("</table>")
+        for title, png in figures:
+            parts.append(
+                f"<figure><img alt='{esc(title)}' src='data:image/png;base64,{png}'>"
+                f"<figcaption>{esc(title)}</figcaption></figure>"
+            )
+    parts.append("</body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,191 @@
+"""The run store: one SQLite database per output folder.
+
+WAL mode, and every write is one transaction, so a killed process leaves each run either
+finished (with all its metrics and curve) or marked `running`, to be run again.
+Only the driving process writes; workers hand their results back to it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from bindbench.core.config import SpecError
+
+DB_NAME = "runs.db"
+FINISHED = ("done", "diverged")
+STATUSES = ("running", "done", "failed", "diverged")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    experiment TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('running', 'done', 'failed', 'diverged')),
+    metrics TEXT,
+    extra TEXT,
+    error TEXT,
+    device TEXT,
+    versions TEXT,
+    position INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    started REAL,
+    finished REAL,
+    seconds REAL
+);
+CREATE TABLE IF NOT EXISTS curves (
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    step INTEGER NOT NULL,
+    values_json TEXT NOT NULL,
+    PRIMARY KEY (run_id, step)
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class Store:
+    """Runs, their curves and the invocation's metadata, in `<folder>/runs.db`."""
+
+    def __init__(self, folder: str | Path, create: bool = True):
+        self.folder = Path(folder)
+        self.path = self.folder / DB_NAME
+        if not create and not self.path.is_file():
+            raise SpecError(f"{self.folder} holds no run store ({DB_NAME} is missing)")
+        if create:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as err:
+            raise SpecError(f"{self.path} is not a readable run store: {err}") from None
+        self._db.row_factory = sqlite3.Row
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _transaction(self):
+        return _Transaction(self._db)
+
+    # --- metadata ----------------------------------------------------------------------
+    def set_meta(self, **items: Any) -> None:
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                [(k, json.dumps(v)) for k, v in items.items()],
+            )
+
+    def meta(self) -> dict[str, Any]:
+        rows = self._db.execute("SELECT key, value FROM meta").fetchall()
+        return {row["key"]: json.loads(row["value"]) for row in rows}
+
+    # --- runs --------------------------------------------------------------------------
+    def status(self, run_id: str) -> str | None:
+        row = self._db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return row["status"] if row else None
+
+    def add(self, run_id: str, experiment: str, spec: str, position: int) -> None:
+        """Records a planned run (keeping it as it is if the store already has it)."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO runs (id, experiment, spec, status, position) "
+                "VALUES (?, ?, ?, 'running', ?)",
+                (run_id, experiment, spec, position),
+            )
+
+    def start(self, run_id: str, device: str, versions: dict) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE runs SET status = 'running', started = ?, device = ?, versions = ?, "
+                "attempts = attempts + 1, error = NULL WHERE id = ?",
+                (time.time(), device, json.dumps(versions), run_id),
+            )
+
+    def finish(
+        self,
+        run_id: str,
+        status: str,
+        metrics: dict | None = None,
+        curve: Iterable[dict] = (),
+        extra: dict | None = None,
+        error: str | None = None,
+        seconds: float | None = None,
+        device: str | None = None,
+    ) -> None:
+        """Stores a run's outcome and its curve in one transaction."""
+        assert status in STATUSES and status != "running", status
+        with self._transaction() as db:
+            db.execute("DELETE FROM curves WHERE run_id = ?", (run_id,))
+            db.executemany(
+                "INSERT INTO curves (run_id, step, values_json) VALUES (?, ?, ?)",
+                [(run_id, int(point["step"]), json.dumps(point)) for point in curve],
+            )
+            db.execute(
+                "UPDATE runs SET status = ?, metrics = ?, extra = ?, error = ?, finished = ?, "
+                "seconds = ?, device = COALESCE(?, device) WHERE id = ?",
+                (
+                    status,
+                    json.dumps(metrics or {}),
+                    json.dumps(extra or {}),
+                    error,
+                    time.time(),
+                    seconds,
+                    device,
+                    run_id,
+                ),
+            )
+
+    def runs(self, experiment: str | None = None) -> list[dict]:
+        """Returns every run as a dict (spec, metrics and extra decoded), in plan order."""
+        query = "SELECT * FROM runs"
+        args: tuple = ()
+        if experiment is not None:
+            query += " WHERE experiment = ?"
+            args = (experiment,)
+        rows = self._db.execute(query + " ORDER BY position, id", args).fetchall()
+        decoded = []
+        for row in rows:
+            run = dict(row)
+            for key in ("spec", "metrics", "extra", "versions"):
+                run[key] = json.loads(run[key]) if run[key] else {}
+            decoded.append(run)
+        return decoded
+
+    def curve(self, run_id: str) -> list[dict]:
+        rows = self._db.execute(
+            "SELECT values_json FROM curves WHERE run_id = ? ORDER BY step", (run_id,)
+        ).fetchall()
+        return [json.loads(row["values_json"]) for row in rows]
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def open_store(folder: str | Path) -> Store:
+    """Opens an existing store for reading, or fails with one line."""
+    return Store(folder, create=False)
+
+
+__all__ = ["DB_NAME", "FINISHED", "STATUSES", "Store", "open_store"]

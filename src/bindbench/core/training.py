@@ -1,0 +1,124 @@
+"""The training loop every experiment shares: AdamW, a schedule, online data, evaluation.
+
+The recipe is the reference's: AdamW with weight decay off for 1-D parameters (biases,
+norms), a constant or cosine learning rate with linear warm-up, a fresh batch from the
+task generator at every step, evaluation every `eval_every` steps and at the end.
+A non-finite loss stops training and marks the run diverged instead of failing the sweep.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from bindbench.core.config import Spec
+
+
+class TrainSpec(Spec):
+    """Optimization settings (defaults: the hyperteacher reference config)."""
+
+    steps: int = Field(2000, ge=1, description="optimizer steps")
+    batch_size: int = Field(128, ge=1, description="tasks per step")
+    lr: float = Field(3e-4, gt=0, description="peak learning rate")
+    weight_decay: float = Field(3e-3, ge=0, description="AdamW decay, on >=2-D parameters only")
+    schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = Field(0, ge=0, description="linear warm-up from 0 to lr")
+    eval_every: int = Field(500, ge=1, description="steps between evaluations")
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """Returns AdamW with weight decay on matrices and none on 1-D parameters."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+
+
+def lr_factor(step: int, spec: TrainSpec) -> float:
+    """Returns the learning-rate multiplier at `step` (0-based): warm-up, then flat or cosine."""
+    if step < spec.warmup_steps:
+        return (step + 1) / spec.warmup_steps
+    if spec.schedule == "constant":
+        return 1.0
+    decay_steps = max(1, spec.steps - spec.warmup_steps)
+    progress = min(1.0, (step - spec.warmup_steps) / decay_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@dataclass
+class TrainResult:
+    curve: list[dict[str, float]] = field(default_factory=list)
+    final: dict[str, float] = field(default_factory=dict)
+    diverged: bool = False
+    steps: int = 0
+    seconds: float = 0.0
+
+
+def train(
+    model: torch.nn.Module,
+    spec: TrainSpec,
+    sample_batch: Callable[[int], tuple],
+    loss_fn: Callable[[torch.nn.Module, tuple], torch.Tensor],
+    evaluate: Callable[[torch.nn.Module], dict[str, float]],
+    on_eval: Callable[[int, dict], None] | None = None,
+) -> TrainResult:
+    """Trains `model` in place and returns its learning curve and final evaluation.
+
+    `sample_batch(step)` gives a batch, `loss_fn(model, batch)` a scalar loss and
+    `evaluate(model)` a dict of metrics (called under no_grad in eval mode).
+    """
+    optimizer = make_optimizer(model, spec.lr, spec.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, spec))
+    result = TrainResult()
+    window_loss = None  # summed on the device; read once per evaluation
+    window_steps = 0
+    start = time.perf_counter()
+
+    def record(step: int) -> None:
+        model.eval()
+        with torch.no_grad():
+            point = {"step": step, **evaluate(model)}
+        model.train()
+        if window_steps:
+            point["train_loss"] = float(window_loss) / window_steps
+        point["lr"] = optimizer.param_groups[0]["lr"]
+        point["seconds"] = time.perf_counter() - start
+        result.curve.append(point)
+        if on_eval is not None:
+            on_eval(step, point)
+
+    model.train()
+    for step in range(spec.steps):
+        batch = sample_batch(step)
+        loss = loss_fn(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        detached = loss.detach()
+        window_loss = detached if window_loss is None else window_loss + detached
+        window_steps += 1
+        done = step + 1
+        if done % spec.eval_every == 0 or done == spec.steps:
+            if not math.isfinite(float(window_loss)):
+                result.diverged = True
+                result.steps = done
+                result.curve.append({"step": done, "train_loss": float("nan")})
+                break
+            record(done)
+            window_loss, window_steps = None, 0
+        result.steps = done
+    result.seconds = time.perf_counter() - start
+    if result.curve and not result.diverged:
+        result.final = {k: v for k, v in result.curve[-1].items() if k not in ("step", "lr", "seconds")}
+    return result

@@ -1,0 +1,25 @@
+"""Experiments, one module per claim; importing this package registers them and the suites."""
+
+from pathlib import Path
+
+from bindbench.core.config import SpecError, load_yaml
+from bindbench.core.registry import Suite, register_suite
+from bindbench.experiments import composition  # noqa: F401  (registers itself)
+
+SUITE_DIR = Path(__file__).parent / "suites"
+
+
+def _load_suites() -> None:
+    for path in sorted(SUITE_DIR.glob("*.yaml")):
+        data = load_yaml(path)
+        entries = []
+        for item in data.get("experiments", []):
+            if isinstance(item, str):
+                item = {"experiment": item}
+            if not isinstance(item, dict) or "experiment" not in item:
+                raise SpecError(f"suite {path.name}: each entry needs an 'experiment' key")
+            entries.append((item["experiment"], item.get("profiles", {}) or {}))
+        register_suite(Suite(path.stem, data.get("description", ""), tuple(entries)))
+
+
+_load_suites()

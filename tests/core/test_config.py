@@ -1,0 +1,86 @@
+import pytest
+
+from bindbench.core.config import SpecError, build_spec, expand_grid, parse_override, run_id, split_sweep
+from bindbench.core.plan import make_plan
+from bindbench.experiments.composition import CompositionSpec
+
+
+def test_defaults_are_the_reference_hyperteacher_setting():
+    spec = CompositionSpec()
+    assert (spec.task.num_modules, spec.task.num_hot, spec.task.input_dim) == (16, 3, 16)
+    assert (spec.train.batch_size, spec.train.lr, spec.train.weight_decay) == (128, 3e-4, 3e-3)
+    assert spec.task.frac_ood == 0.25 and spec.model.width == 1024 and spec.model.depth == 4
+
+
+def test_override_values_are_parsed_as_yaml():
+    assert parse_override("model.width=512") == ("model.width", 512)
+    assert parse_override("task.frac_ood=0.9") == ("task.frac_ood", 0.9)
+    assert parse_override("task.support=equal") == ("task.support", "equal")
+    assert parse_override("model.width=[32, 64]") == ("model.width", [32, 64])
+
+
+def test_a_list_on_a_scalar_field_is_a_sweep_and_two_lists_make_a_grid():
+    fixed, axes = split_sweep(CompositionSpec, {"model.width": [8, 16], "seed": [0, 1, 2], "model.depth": 2})
+    assert fixed == {"model.depth": 2}
+    grid = expand_grid(axes)
+    assert len(grid) == 6 and {"model.width": 16, "seed": 2} in grid
+
+
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        ({"model.widht": 3}, ["model.widht", "width"]),
+        ({"model.width": "abc"}, ["model.width", "abc", "integer"]),
+        ({"model.width": 0}, ["model.width", "0", "greater than or equal to 1"]),
+        ({"task.frac_ood": 1.2}, ["task.frac_ood", "1.2", "less than 1"]),
+        ({"task.support": "nope"}, ["task.support", "nope", "random"]),
+        ({"nothing": 1}, ["nothing", "allowed are"]),
+    ],
+)
+def test_bad_values_name_the_key_the_value_and_what_is_allowed(overrides, words):
+    with pytest.raises(SpecError) as info:
+        build_spec(CompositionSpec, {}, overrides)
+    message = str(info.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message
+
+
+def test_run_id_is_the_hash_of_the_resolved_spec_seed_included():
+    a = build_spec(CompositionSpec, {}, {"seed": 1})
+    b = build_spec(CompositionSpec, {"seed": 1}, {})
+    c = build_spec(CompositionSpec, {}, {"seed": 2})
+    assert run_id("composition", a) == run_id("composition", b) != run_id("composition", c)
+
+
+def test_plan_applies_the_profile_then_set_then_seed():
+    plan = make_plan("composition", "quick", ["model.width=[8,16]", "train.steps=5"], seed=3)
+    assert [j.spec.model.width for j in plan.jobs] == [8, 16]
+    assert all(j.spec.train.steps == 5 and j.spec.seed == 3 for j in plan.jobs)
+    assert plan.sweeps == {"composition": ["model.width"]}
+    assert plan.default_out() == make_plan("composition", "quick", ["model.width=[8,16]", "train.steps=5"], 3).default_out()
+
+
+def test_the_quick_default_suite_sweeps_width_at_low_coverage():
+    plan = make_plan()
+    widths = sorted(j.spec.model.width for j in plan.jobs)
+    assert {32, 128, 512} <= set(widths)
+    assert all(j.spec.task.frac_ood == 0.95 and j.spec.task.num_modules == 16 for j in plan.jobs)
+
+
+def test_an_impossible_split_is_refused_before_anything_runs():
+    with pytest.raises(SpecError, match="compositional"):
+        make_plan("composition", "quick", ["task.num_modules=4", "task.num_hot=1", "task.frac_ood=0.5"])
+
+
+def test_spec_files_load_from_yaml(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("experiment: composition\nset:\n  model: {width: [8, 12]}\n  train: {steps: 7}\n")
+    plan = make_plan(str(path))
+    assert [j.spec.model.width for j in plan.jobs] == [8, 12] and plan.jobs[0].spec.train.steps == 7
+    path.write_text("experiment: composition\nset: {model: {colour: red}}\n")
+    with pytest.raises(SpecError, match="colour"):
+        make_plan(str(path))
+    path.write_text("experiment: [unclosed\n")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        make_plan(str(path))

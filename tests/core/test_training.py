@@ -1,0 +1,77 @@
+import math
+
+import pytest
+import torch
+
+from bindbench.core.training import TrainSpec, lr_factor, make_optimizer, train
+
+
+def test_weight_decay_is_off_for_one_dimensional_parameters():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 1))
+    optimizer = make_optimizer(model, lr=1e-3, weight_decay=0.1)
+    decayed = {id(p) for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    for p in model.parameters():
+        assert (id(p) in decayed) == (p.ndim >= 2)
+
+
+def test_schedules_warm_up_linearly_then_stay_flat_or_follow_a_cosine():
+    constant = TrainSpec(steps=100, warmup_steps=10, schedule="constant")
+    cosine = TrainSpec(steps=110, warmup_steps=10, schedule="cosine")
+    assert lr_factor(0, constant) == pytest.approx(0.1)
+    assert lr_factor(9, constant) == 1.0 and lr_factor(99, constant) == 1.0
+    assert lr_factor(10, cosine) == 1.0
+    assert lr_factor(60, cosine) == pytest.approx(0.5)
+    assert lr_factor(110, cosine) == pytest.approx(0.0, abs=1e-12)
+
+
+def _regression(seed=0):
+    torch.manual_seed(seed)
+    model = torch.nn.Linear(4, 1)
+    true_w = torch.tensor([[1.0, -2.0, 0.5, 3.0]])
+    gen = torch.Generator().manual_seed(seed)
+
+    def sample(step):
+        x = torch.randn(32, 4, generator=gen)
+        return x, x @ true_w.T
+
+    def loss_fn(m, batch):
+        return torch.nn.functional.mse_loss(m(batch[0]), batch[1])
+
+    x_eval = torch.randn(64, 4, generator=torch.Generator().manual_seed(99))
+
+    def evaluate(m):
+        return {"mse": float(torch.nn.functional.mse_loss(m(x_eval), x_eval @ true_w.T))}
+
+    return model, sample, loss_fn, evaluate
+
+
+def test_training_reduces_the_loss_and_evaluates_every_n_steps():
+    model, sample, loss_fn, evaluate = _regression()
+    with torch.no_grad():
+        before = evaluate(model)["mse"]
+    result = train(model, TrainSpec(steps=200, lr=0.05, eval_every=50), sample, loss_fn, evaluate)
+    assert [p["step"] for p in result.curve] == [50, 100, 150, 200]
+    assert result.final["mse"] < 0.01 * before
+    assert not result.diverged and result.steps == 200
+
+
+def test_same_seed_gives_the_same_curve():
+    spec = TrainSpec(steps=30, lr=0.01, eval_every=10)
+    a = train(*_regression(3)[:1], spec, *_regression(3)[1:])
+    b = train(*_regression(3)[:1], spec, *_regression(3)[1:])
+    strip = lambda curve: [{k: v for k, v in p.items() if k != "seconds"} for p in curve]  # noqa: E731
+    assert strip(a.curve) == strip(b.curve)
+
+
+def test_a_non_finite_loss_marks_the_run_diverged_and_stops_it():
+    model, sample, loss_fn, evaluate = _regression()
+    calls = []
+
+    def exploding(m, batch):
+        calls.append(1)
+        loss = loss_fn(m, batch)
+        return loss * float("inf") if len(calls) >= 5 else loss
+
+    result = train(model, TrainSpec(steps=100, eval_every=10), sample, exploding, evaluate)
+    assert result.diverged and result.steps == 10 and len(calls) == 10
+    assert math.isnan(result.curve[-1]["train_loss"])
