@@ -13,8 +13,9 @@ from bindbench.core.report import build_report
 from bindbench.core.store import Store
 
 
-def plan(target: str | None = None, profile: str = "quick", sets: Iterable[str] = (),
-         seed: int | None = None) -> Plan:
+def plan(
+    target: str | None = None, profile: str = "quick", sets: Iterable[str] = (), seed: int | None = None
+) -> Plan:
     """Resolves a target (experiment, suite or spec file) into its runs without running them."""
     import bindbench.experiments  # noqa: F401  (registers experiments and suites)
 

@@ -16,7 +16,9 @@ from rich.table import Table
 
 from bindbench.core.config import SpecError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="BindBench: the binding problem, measured.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="BindBench: the binding problem, measured."
+)
 console = Console(highlight=False)
 
 
@@ -35,8 +37,12 @@ def run_command(
     from bindbench.api import run
 
     progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, disable=quiet,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
     )
     state = {}
 
@@ -61,8 +67,18 @@ def run_command(
 
     command = shlex.join(["bindbench", *sys.argv[1:]]) if sys.argv[1:2] == ["run"] else None
     try:
-        folder = run(target, profile=profile, sets=set_, out=out, workers=workers, device=device,
-                     seed=seed, on_start=on_start, on_finish=on_finish, command=command)
+        folder = run(
+            target,
+            profile=profile,
+            sets=set_,
+            out=out,
+            workers=workers,
+            device=device,
+            seed=seed,
+            on_start=on_start,
+            on_finish=on_finish,
+            command=command,
+        )
     finally:
         if "task" in state:
             progress.stop()
@@ -70,10 +86,16 @@ def run_command(
 
 
 @app.command("list")
-def list_command() -> None:
-    """List experiments, suites and profiles."""
+def list_command(
+    experiment: str = typer.Argument(None, help="show this experiment's keys, defaults and profiles"),
+) -> None:
+    """List experiments, suites and profiles, or one experiment's spec keys."""
     import bindbench.experiments  # noqa: F401
-    from bindbench.core.registry import EXPERIMENTS, PROFILES, SUITES
+    from bindbench.core.registry import EXPERIMENTS, PROFILES, SUITES, get_experiment
+
+    if experiment is not None:
+        _show_experiment(get_experiment(experiment))
+        return
 
     table = Table("experiment", "profiles", "what it tests", box=None)
     for name, exp in sorted(EXPERIMENTS.items()):
@@ -84,6 +106,19 @@ def list_command() -> None:
         suites.add_row(name, ", ".join(e for e, _ in suite.entries), suite.description)
     console.print(suites)
     console.print(f"profiles: {', '.join(PROFILES)} (quick is the default)")
+
+
+def _show_experiment(experiment) -> None:
+    from bindbench.core.config import describe_fields
+
+    console.print(f"[bold]{experiment.name}[/bold]: {experiment.title}")
+    table = Table("key", "type", "default", "meaning", box=None)
+    for key, kind, default, description in describe_fields(experiment.spec):
+        table.add_row(key, kind, repr(default), description)
+    console.print(table)
+    for profile, overrides in experiment.profiles.items():
+        shown = "  ".join(f"{k}={v}" for k, v in overrides.items())
+        console.print(f"profile {profile}: {shown}")
 
 
 @app.command("report")

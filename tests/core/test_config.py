@@ -58,7 +58,10 @@ def test_plan_applies_the_profile_then_set_then_seed():
     assert [j.spec.model.width for j in plan.jobs] == [8, 16]
     assert all(j.spec.train.steps == 5 and j.spec.seed == 3 for j in plan.jobs)
     assert plan.sweeps == {"composition": ["model.width"]}
-    assert plan.default_out() == make_plan("composition", "quick", ["model.width=[8,16]", "train.steps=5"], 3).default_out()
+    assert (
+        plan.default_out()
+        == make_plan("composition", "quick", ["model.width=[8,16]", "train.steps=5"], 3).default_out()
+    )
 
 
 def test_the_quick_default_suite_sweeps_width_at_low_coverage():

@@ -84,8 +84,11 @@ def test_a_sweep_killed_part_way_reruns_only_the_missing_runs(tmp_path, tiny):
         time.sleep(0.05)
         if db.exists():
             try:
-                finished = sqlite3.connect(db).execute(
-                    "SELECT id, finished FROM runs WHERE status = 'done'").fetchall()
+                finished = (
+                    sqlite3.connect(db)
+                    .execute("SELECT id, finished FROM runs WHERE status = 'done'")
+                    .fetchall()
+                )
             except sqlite3.OperationalError:
                 pass
     proc.send_signal(signal.SIGKILL)

@@ -16,9 +16,9 @@ def test_r2_matches_sklearn_per_task_and_output_then_averaged():
     gen = torch.Generator().manual_seed(0)
     y = torch.randn(4, 16, 3, generator=gen, dtype=torch.float64)
     pred = y + 0.5 * torch.randn(4, 16, 3, generator=gen, dtype=torch.float64)
-    expected = np.mean([
-        sklearn_r2(y[b].numpy(), pred[b].numpy(), multioutput="raw_values").mean() for b in range(4)
-    ])
+    expected = np.mean(
+        [sklearn_r2(y[b].numpy(), pred[b].numpy(), multioutput="raw_values").mean() for b in range(4)]
+    )
     assert abs(float(r2_score(pred, y)) - expected) < 1e-12
     per_task = r2_score(pred, y, per_task=True)
     assert per_task.shape == (4,)

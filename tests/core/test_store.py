@@ -11,8 +11,14 @@ def test_the_store_uses_wal_and_keeps_spec_status_metrics_curve(tmp_path):
         store.add("r1", "composition", '{"seed": 0}', 0)
         assert store.status("r1") == "running"
         store.start("r1", "cpu", {"torch": "x"})
-        store.finish("r1", "done", metrics={"ood_r2": 0.5}, curve=[{"step": 10, "ood_r2": 0.4}],
-                     seconds=1.5, device="cpu (2 cores)")
+        store.finish(
+            "r1",
+            "done",
+            metrics={"ood_r2": 0.5},
+            curve=[{"step": 10, "ood_r2": 0.4}],
+            seconds=1.5,
+            device="cpu (2 cores)",
+        )
         run = store.runs()[0]
         assert run["status"] == "done" and run["metrics"] == {"ood_r2": 0.5}
         assert run["spec"] == {"seed": 0} and run["versions"] == {"torch": "x"}

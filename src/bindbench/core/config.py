@@ -30,8 +30,8 @@ class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
 
-def _field_info(model: type[BaseModel], path: str):
-    """Returns the (annotation, is_model) of a dotted path, or raises naming the bad key."""
+def field_annotation(model: type[BaseModel], path: str):
+    """Returns the type annotation of a dotted path, or raises naming the bad key."""
     parts = path.split(".")
     current: Any = model
     for depth, part in enumerate(parts):
@@ -39,13 +39,11 @@ def _field_info(model: type[BaseModel], path: str):
         if part not in fields:
             prefix = ".".join(parts[:depth])
             where = f" under '{prefix}'" if prefix else ""
-            raise SpecError(
-                f"unknown key '{path}'{where}: allowed are {', '.join(sorted(fields))}"
-            )
+            raise SpecError(f"unknown key '{path}'{where}: allowed are {', '.join(sorted(fields))}")
         annotation = fields[part].annotation
         if depth < len(parts) - 1:
             if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-                raise SpecError(f"unknown key '{path}': '{'.'.join(parts[:depth + 1])}' has no sub-keys")
+                raise SpecError(f"unknown key '{path}': '{'.'.join(parts[: depth + 1])}' has no sub-keys")
             current = annotation
     return annotation
 
@@ -93,7 +91,7 @@ def split_sweep(spec_cls: type[Spec], overrides: Mapping[str, Any]) -> tuple[dic
     """Separates fixed overrides from sweep axes (a list on a field that is not a list)."""
     fixed, axes = {}, {}
     for key, value in overrides.items():
-        annotation = _field_info(spec_cls, key)
+        annotation = field_annotation(spec_cls, key)
         sweeping = isinstance(value, list) and (
             not _is_list_type(annotation) or (value and all(isinstance(v, list) for v in value))
         )
@@ -130,7 +128,7 @@ def build_spec(spec_cls: type[Spec], base: Mapping | None = None, overrides: Map
     """Returns the validated spec from base values (nested dict) plus dotted overrides."""
     tree = json.loads(json.dumps(dict(base or {})))  # deep copy of plain data
     for key, value in (overrides or {}).items():
-        _field_info(spec_cls, key)
+        field_annotation(spec_cls, key)
         _set_path(tree, key, value)
     try:
         return spec_cls.model_validate(tree)
@@ -172,6 +170,24 @@ def flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def describe_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, Any, str]]:
+    """Returns (dotted key, type, default, description) for every leaf field of a spec."""
+    rows = []
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            rows += describe_fields(annotation, f"{prefix}{name}.")
+            continue
+        args = typing.get_args(annotation)
+        shown = (
+            " | ".join(map(str, args))
+            if typing.get_origin(annotation) is typing.Literal
+            else getattr(annotation, "__name__", str(annotation))
+        )
+        rows.append((f"{prefix}{name}", shown, info.default, info.description or ""))
+    return rows
+
+
 def spec_json(spec: BaseModel) -> str:
     """Canonical JSON of a fully resolved spec (sorted keys, no whitespace)."""
     return json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
@@ -188,6 +204,19 @@ def short_hash(items: Iterable[str]) -> str:
 
 
 __all__ = [
-    "Spec", "SpecError", "build_spec", "expand_grid", "flatten", "load_yaml", "parse_override",
-    "parse_value", "run_id", "short_hash", "spec_json", "split_sweep", "_get_path",
+    "describe_fields",
+    "field_annotation",
+    "Spec",
+    "SpecError",
+    "build_spec",
+    "expand_grid",
+    "flatten",
+    "load_yaml",
+    "parse_override",
+    "parse_value",
+    "run_id",
+    "short_hash",
+    "spec_json",
+    "split_sweep",
+    "_get_path",
 ]

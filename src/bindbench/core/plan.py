@@ -89,7 +89,9 @@ def _assign_sets(
         if not targets:
             if len(entries) == 1:
                 build_spec(entries[0][0].spec, {}, {key: value})  # raises naming the bad key
-            raise SpecError(f"--set {key}: no experiment of this run has that key ({', '.join(sorted(names))})")
+            raise SpecError(
+                f"--set {key}: no experiment of this run has that key ({', '.join(sorted(names))})"
+            )
         for _, over in targets:
             over[key] = value
     return entries

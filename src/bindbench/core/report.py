@@ -49,9 +49,7 @@ def experiment_table(name: str, runs: list[dict], swept: list[str]) -> dict:
     """Returns the table of one experiment: its columns and one row per run."""
     experiment = EXPERIMENTS.get(name)
     settings = list(dict.fromkeys([*swept, *(experiment.columns if experiment else ())]))
-    metrics = list(experiment.metrics) if experiment else sorted(
-        {k for run in runs for k in run["metrics"]}
-    )
+    metrics = list(experiment.metrics) if experiment else sorted({k for run in runs for k in run["metrics"]})
     columns = [*BASE_COLUMNS, *settings, *metrics, "seconds"]
     rows = []
     for run in runs:
@@ -63,8 +61,8 @@ def experiment_table(name: str, runs: list[dict], swept: list[str]) -> dict:
     return {"columns": columns, "rows": rows, "settings": settings, "metrics": metrics}
 
 
-def _label(run: dict, keys: list[str]) -> str:
-    return ", ".join(f"{k.split('.')[-1]}={_lookup(run['spec'], k)}" for k in keys) or run["id"][:8]
+def _label(run: dict, keys: list[str], fallback: str = "") -> str:
+    return ", ".join(f"{k.split('.')[-1]}={_lookup(run['spec'], k)}" for k in keys) or fallback
 
 
 def curves_figure(runs: list[dict], metrics: list[str], swept: list[str]) -> Figure | None:
@@ -78,7 +76,7 @@ def curves_figure(runs: list[dict], metrics: list[str], swept: list[str]) -> Fig
             points = [(p["step"], p[metric]) for p in run["curve"] if metric in p]
             if points:
                 steps, values = zip(*points)
-                ax.plot(steps, values, label=_label(run, swept), lw=1.2)
+                ax.plot(steps, values, label=_label(run, swept, run["id"][:8]), lw=1.2)
         ax.set_xlabel("step")
         ax.set_title(metric)
         ax.grid(alpha=0.3)
@@ -115,12 +113,12 @@ def sweep_figures(runs: list[dict], headline: str, swept: list[str]) -> list[tup
                 ax.scatter([x] * len(by_value[v]), by_value[v], s=10, alpha=0.4, color="k")
         if numeric and min(values) > 0 and max(values) / min(values) >= 8:
             ax.set_xscale("log", base=2)
-        if not numeric:
-            ax.set_xticks(range(len(values)), [str(v) for v in values])
+            ax.minorticks_off()
+        ax.set_xticks(values if numeric else range(len(values)), [str(v) for v in values])
         ax.set_xlabel(key)
         ax.set_ylabel(headline)
         ax.grid(alpha=0.3)
-        if len(groups) > 1:
+        if len(groups) > 1 or next(iter(groups)):
             ax.legend(fontsize=7)
         figures.append((f"{headline} against {key}", fig))
     return figures
@@ -212,8 +210,12 @@ def render_html(report: dict, sections: list[tuple[dict, list[tuple[str, str]]]]
     ]
     for entry, figures in sections:
         counts = ", ".join(f"{n} {s}" for s, n in entry["counts"].items() if n)
-        parts.append(f"<h2>{esc(entry['title'])}</h2><p>experiment <code>{esc(entry['name'])}</code>: {counts}</p>")
-        parts.append("<table class='runs'><tr>" + "".join(f"<th>{esc(c)}</th>" for c in entry["columns"]) + "</tr>")
+        parts.append(
+            f"<h2>{esc(entry['title'])}</h2><p>experiment <code>{esc(entry['name'])}</code>: {counts}</p>"
+        )
+        parts.append(
+            "<table class='runs'><tr>" + "".join(f"<th>{esc(c)}</th>" for c in entry["columns"]) + "</tr>"
+        )
         for row in entry["rows"]:
             cells = []
             for column, value in zip(entry["columns"], row):

@@ -9,7 +9,7 @@ from torch import nn
 class MLP(nn.Module):
     """The reference's student: depth hidden layers of `width` ReLU units and a linear output.
 
-    Layers are named `hidden0..hidden{depth-1}` and `readout`, so probes and masks can
+    Linear layers are named `hidden.0` .. `hidden.{depth-1}` and `readout`, so probes and masks can
     address them by name; the Linear outputs are the pre-activations.
     """
 

@@ -89,8 +89,7 @@ def is_connected(combos: torch.Tensor) -> bool:
 
 def _split_error(support, num_modules, num_hot, frac_ood, why) -> ValueError:
     return ValueError(
-        f"support {support!r} with num_modules={num_modules}, num_hot={num_hot}, "
-        f"frac_ood={frac_ood}: {why}"
+        f"support {support!r} with num_modules={num_modules}, num_hot={num_hot}, frac_ood={frac_ood}: {why}"
     )
 
 
@@ -400,9 +399,7 @@ class HyperTeacher:
         self.coupling_layers = [
             [w.to(self.device) for w in layer] for layer in _coupling_weights(m, stream(5))
         ]
-        self.interval_permutation = torch.randperm(NUM_INTERVALS, generator=stream(6)).to(
-            self.device
-        )
+        self.interval_permutation = torch.randperm(NUM_INTERVALS, generator=stream(6)).to(self.device)
 
         if encoding == "tokens":
             self.encoding_dim = 2 * m

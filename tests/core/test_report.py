@@ -1,0 +1,62 @@
+import json
+from html.parser import HTMLParser
+
+from bindbench.api import run
+from bindbench.core.report import build_report, format_cell
+
+
+class _Tables(HTMLParser):
+    """Collects the cells of every table and the sources of every image."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows, self.images, self._row, self._cell = [], [], None, None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "tr":
+            self._row = []
+        elif tag in ("td", "th"):
+            self._cell = ""
+        elif tag == "img":
+            self.images.append(dict(attrs)["src"])
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th"):
+            self._row.append(self._cell)
+            self._cell = None
+        elif tag == "tr":
+            self.rows.append(self._row)
+
+
+def test_a_tiny_run_writes_a_self_contained_report_whose_html_and_json_agree(tmp_path, tiny):
+    folder = run("composition", sets=[*tiny, "model.width=[4,8]"], out=tmp_path / "r")
+    report = json.loads((folder / "report.json").read_text())
+    page = (folder / "report.html").read_text()
+    parser = _Tables()
+    parser.feed(page)
+
+    (entry,) = report["experiments"]
+    assert entry["columns"][:2] == ["run", "status"] and "ood_r2" in entry["columns"]
+    assert parser.rows[0] == entry["columns"]
+    assert parser.rows[1:] == [[format_cell(v) for v in row] for row in entry["rows"]]
+    ood = entry["columns"].index("ood_r2")
+    assert all(isinstance(row[ood], float) for row in entry["rows"])
+    assert "ood_r2 against model.width" in entry["figures"]
+    assert len(parser.images) == len(entry["figures"]) >= 2
+    assert all(src.startswith("data:image/png;base64,") for src in parser.images)
+    assert "http" not in page  # nothing to fetch: opens offline, without a server
+
+
+def test_report_rebuilds_from_the_store_alone(tmp_path, tiny):
+    folder = run("composition", sets=tiny, out=tmp_path / "r")
+    before = json.loads((folder / "report.json").read_text())
+    (folder / "report.html").unlink()
+    (folder / "report.json").unlink()
+    build_report(folder)
+    after = json.loads((folder / "report.json").read_text())
+    assert after["experiments"] == before["experiments"]
+    assert (folder / "report.html").stat().st_size > 1000

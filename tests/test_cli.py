@@ -1,0 +1,73 @@
+import csv
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from bindbench.cli import main
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["run", "--set", "model.widht=3"], ["model.widht", "allowed are"]),
+        (["run", "--set", "model.width=abc"], ["model.width", "abc", "integer"]),
+        (["run", "--set", "task.frac_ood=1.5"], ["task.frac_ood", "1.5", "less than 1"]),
+        (["run", "--set", "model.width=[8, x]"], ["model.width", "x"]),
+        (["run", "--set", "oops"], ["key=value"]),
+        (["run", "no_such_experiment"], ["no_such_experiment", "composition"]),
+        (["run", "--profile", "huge"], ["huge", "quick"]),
+        (["run", "--device", "tpu"], ["tpu", "cpu"]),
+        (["run", "--workers", "0"], ["workers"]),
+        (
+            ["run", "--set", "task.num_modules=4", "--set", "task.num_hot=1", "--set", "task.frac_ood=0.5"],
+            ["compositional"],
+        ),
+        (["report", "/no/such/folder"], ["no run store"]),
+        (["export", "/no/such/folder"], ["no run store"]),
+        (["run", "missing.yaml"], ["missing.yaml", "does not exist"]),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(capsys, tmp_path, monkeypatch, argv, words):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _run(capsys, *argv)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1, err
+    for word in words:
+        assert word in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_run_then_report_and_export(capsys, tmp_path, tiny):
+    out = tmp_path / "r"
+    argv = ["run", "composition", "--out", str(out), "--quiet", "--seed", "4"]
+    code, stdout, err = _run(capsys, *argv, *[w for s in tiny for w in ("--set", s)])
+    assert code == 0, err
+    assert f"{out / 'report.html'}" in stdout
+    report = json.loads((out / "report.json").read_text())
+    assert report["meta"]["command"].startswith("bindbench run composition")
+
+    assert _run(capsys, "report", str(out))[0] == 0
+    assert _run(capsys, "export", str(out), "--format", "csv")[0] == 0
+    rows = list(csv.DictReader((out / "runs.csv").open()))
+    assert len(rows) == 1 and rows[0]["spec.seed"] == "4" and rows[0]["status"] == "done"
+    assert (
+        float(rows[0]["metrics.ood_r2"])
+        == report["experiments"][0]["rows"][0][report["experiments"][0]["columns"].index("ood_r2")]
+    )
+    assert _run(capsys, "export", str(out), "--format", "parquet")[0] == 0
+    table = pq.read_table(out / "runs.parquet").to_pylist()
+    assert table[0]["metrics.ood_r2"] == float(rows[0]["metrics.ood_r2"])
+    code, _, err = _run(capsys, "export", str(out), "--format", "xlsx")
+    assert code == 2 and "csv" in err
+
+
+def test_list_names_the_experiments_suites_and_profiles(capsys):
+    code, out, _ = _run(capsys, "list")
+    assert code == 0 and "composition" in out and "default" in out and "paper" in out
