@@ -4,16 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean
+.PHONY: demo test clean
 
 demo: $(STAMP)
 	$(BIN)/bindbench run
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
-
-lint: $(STAMP)
 	$(BIN)/ruff check src tests
+	$(BIN)/python -m pytest
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -33,6 +33,7 @@ def run(
     seed: int | None = None,
     on_start: Callable[[Plan, list[Job]], None] | None = None,
     on_finish: Callable[[Job, dict], None] | None = None,
+    on_eval: Callable[[Job, int, dict], None] | None = None,
     command: str | None = None,
 ) -> Path:
     """Runs a target's missing runs, writes the report, and returns the output folder.
@@ -53,7 +54,7 @@ def run(
         )
         if on_start is not None:
             on_start(the_plan, the_plan.jobs)
-        execute(the_plan.jobs, store, device=device, workers=workers, on_finish=on_finish)
+        execute(the_plan.jobs, store, device=device, workers=workers, on_finish=on_finish, on_eval=on_eval)
     build_report(folder)
     return folder
 

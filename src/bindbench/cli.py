@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from bindbench.core.config import SpecError
+from bindbench.core.executor import WorkerDied
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="BindBench: the binding problem, measured."
@@ -52,6 +53,12 @@ def run_command(
         state["task"] = progress.add_task("runs", total=len(jobs), completed=0)
         progress.start()
 
+    def on_eval(job, step, point) -> None:  # in-process runs only: steps of the current run
+        total = getattr(getattr(job.spec, "train", None), "steps", None)
+        if "steps" not in state:
+            state["steps"] = progress.add_task("steps", total=total)
+        progress.update(state["steps"], completed=step, total=total, description=f"{job.run_id[:8]} steps")
+
     def on_finish(job, outcome) -> None:
         progress.advance(state["task"])
         if quiet:
@@ -77,6 +84,7 @@ def run_command(
             seed=seed,
             on_start=on_start,
             on_finish=on_finish,
+            on_eval=on_eval,
             command=command,
         )
     finally:
@@ -150,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as err:
         print(f"bindbench: error: {err}", file=sys.stderr)
         return 2
+    except WorkerDied as err:
+        print(f"bindbench: error: {err}", file=sys.stderr)
+        return 1
     except (typer.Abort, KeyboardInterrupt):
         print("bindbench: interrupted; finished runs are kept, rerun to finish the rest", file=sys.stderr)
         return 130

@@ -5,9 +5,11 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from bindbench.api import run as run_api
 from bindbench.core.config import Spec
-from bindbench.core.executor import execute, run_job
+from bindbench.core.executor import WorkerDied, execute, run_job
 from bindbench.core.plan import make_plan
 from bindbench.core.registry import EXPERIMENTS, Experiment, RunResult, register
 from bindbench.core.store import Store
@@ -19,6 +21,8 @@ class ToySpec(Spec):
 
 
 def toy_run(spec: ToySpec, ctx) -> RunResult:
+    if spec.mode == "die":
+        os._exit(3)  # what an out-of-memory kill looks like to the pool
     if spec.mode == "boom":
         raise RuntimeError("deliberate failure")
     return RunResult(metrics={"score": float(spec.seed)}, diverged=spec.mode == "nan")
@@ -48,6 +52,16 @@ def test_a_rerun_skips_finished_runs_and_retries_failed_ones(tmp_path):
         execute(plan.jobs, store)
         rerun = execute(plan.jobs, store)
     assert [j.spec.mode for j in rerun] == ["boom"]
+
+
+def test_a_worker_that_dies_leaves_its_run_unfinished_and_stops_with_a_clear_error(tmp_path):
+    _toy()
+    plan = make_plan("toy", sets=["mode=[die, ok]"])
+    with Store(tmp_path) as store:
+        with pytest.raises(WorkerDied, match="rerun"):
+            execute(plan.jobs, store, workers=2)
+        statuses = {r["spec"]["mode"]: r["status"] for r in store.runs()}
+    assert statuses["die"] == "running"
 
 
 def test_the_same_spec_and_seed_give_the_same_metrics(tiny):

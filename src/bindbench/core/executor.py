@@ -7,11 +7,13 @@ left `running` by a killed process are run again.
 
 from __future__ import annotations
 
+import functools
 import platform
 import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 
@@ -27,9 +29,14 @@ from bindbench.core.store import FINISHED, Store
 
 @dataclass(frozen=True)
 class RunContext:
-    """What a run gets from its executor besides its spec."""
+    """What a run gets from its executor besides its spec.
+
+    `on_eval(step, point)` is called at every evaluation when the run is watched from this
+    process (progress); experiments pass it on to `train`.
+    """
 
     device: torch.device
+    on_eval: Callable[[int, dict], None] | None = None
 
 
 def versions() -> dict[str, str]:
@@ -43,7 +50,13 @@ def versions() -> dict[str, str]:
     }
 
 
-def run_job(experiment: Experiment, spec: dict, device: str, threads: int) -> dict:
+def run_job(
+    experiment: Experiment,
+    spec: dict,
+    device: str,
+    threads: int,
+    on_eval: Callable[[int, dict], None] | None = None,
+) -> dict:
     """Runs one spec and returns its outcome as plain data (never raises)."""
     torch.set_num_threads(threads)
     start = time.perf_counter()
@@ -51,7 +64,7 @@ def run_job(experiment: Experiment, spec: dict, device: str, threads: int) -> di
     try:
         torch_device = resolve_device(device)
         outcome["device"] = describe_device(torch_device)
-        result = experiment.run(experiment.spec.model_validate(spec), RunContext(torch_device))
+        result = experiment.run(experiment.spec.model_validate(spec), RunContext(torch_device, on_eval))
         outcome.update(
             status="diverged" if result.diverged else "done",
             metrics=result.metrics,
@@ -70,6 +83,7 @@ def execute(
     device: str = "cpu",
     workers: int = 1,
     on_finish: Callable[[Job, dict], None] | None = None,
+    on_eval: Callable[[Job, int, dict], None] | None = None,
 ) -> list[Job]:
     """Runs every job the store has not finished; returns the jobs that were run."""
     for job in jobs:
@@ -96,25 +110,43 @@ def execute(
     if workers == 1:
         for job in pending:
             store.start(job.run_id, device, info)
-            finish(job, run_job(job.experiment, job.spec.model_dump(mode="json"), device, threads))
+            watch = None if on_eval is None else functools.partial(on_eval, job)
+            finish(job, run_job(job.experiment, job.spec.model_dump(mode="json"), device, threads, watch))
         return pending
 
     queue = list(pending)
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        running = {}
+    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+    running = {}
 
-        def submit() -> None:
-            job = queue.pop(0)
-            store.start(job.run_id, device, info)
-            spec = job.spec.model_dump(mode="json")
-            running[pool.submit(run_job, job.experiment, spec, device, threads)] = job
+    def submit() -> None:
+        job = queue.pop(0)
+        store.start(job.run_id, device, info)
+        spec = job.spec.model_dump(mode="json")
+        running[pool.submit(run_job, job.experiment, spec, device, threads)] = job
 
+    try:
         while queue and len(running) < workers:
             submit()
         while running:
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
-                finish(running.pop(future), future.result())
+                job = running.pop(future)
+                try:
+                    outcome = future.result()
+                except BrokenProcessPool:
+                    raise WorkerDied(
+                        f"a worker process died (killed, or out of memory) during run {job.run_id}; "
+                        "its runs are left unfinished: rerun the command to finish them"
+                    ) from None
+                finish(job, outcome)
                 if queue:
                     submit()
+    finally:
+        # On an interrupt or a dead worker, do not wait for the other runs: they stay
+        # `running` in the store and are run again next time.
+        pool.shutdown(wait=not running, cancel_futures=True)
     return pending
+
+
+class WorkerDied(RuntimeError):
+    """A worker process vanished; the runs it held are left unfinished in the store."""

@@ -111,12 +111,11 @@ def run(spec: CompositionSpec, ctx) -> RunResult:
         return torch.nn.functional.mse_loss(model(inputs), targets)
 
     def evaluate(model) -> dict[str, float]:
-        return {
-            f"{split}_r2": float(r2_score(model(eval_inputs[split]), eval_sets[split].y))
-            for split in ("id", "ood")
-        }
+        r2 = torch.stack([r2_score(model(eval_inputs[s]), eval_sets[s].y) for s in ("id", "ood")])
+        id_r2, ood_r2 = r2.tolist()  # one copy to the host
+        return {"id_r2": id_r2, "ood_r2": ood_r2}
 
-    result = train(model, spec.train, sample_batch, loss_fn, evaluate)
+    result = train(model, spec.train, sample_batch, loss_fn, evaluate, on_eval=ctx.on_eval)
     metrics = dict(result.final)
     metrics["steps_per_second"] = result.steps / max(result.seconds, 1e-9)
     metrics["parameters"] = sum(p.numel() for p in model.parameters())
