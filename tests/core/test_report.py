@@ -45,8 +45,13 @@ def test_a_tiny_run_writes_a_self_contained_report_whose_html_and_json_agree(tmp
     assert parser.rows[1:] == [[format_cell(v) for v in row] for row in entry["rows"]]
     ood = entry["columns"].index("ood_r2")
     assert all(isinstance(row[ood], float) for row in entry["rows"])
-    assert "ood_r2 against model.width" in entry["figures"]
-    assert len(parser.images) == len(entry["figures"]) >= 2
+    titles = [f["title"] for f in entry["figures"]]
+    assert "ood_r2 against model.width" in titles
+    assert len(parser.images) == len(titles) >= 2
+    # the JSON carries the numbers each figure draws: the sweep's points are the table's
+    (sweep,) = [f["data"] for f in entry["figures"] if f["title"] == "ood_r2 against model.width"]
+    width = entry["columns"].index("model.width")
+    assert {p["model.width"]: p["mean"] for p in sweep["all"]} == {r[width]: r[ood] for r in entry["rows"]}
     assert all(src.startswith("data:image/png;base64,") for src in parser.images)
     assert "http" not in page  # nothing to fetch: opens offline, without a server
 

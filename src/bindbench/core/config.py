@@ -80,7 +80,8 @@ def _set_path(tree: dict, path: str, value: Any) -> None:
     node[leaf] = value
 
 
-def _get_path(tree: Mapping, path: str) -> Any:
+def get_path(tree: Mapping, path: str) -> Any:
+    """Returns the value at a dotted path of a nested mapping (KeyError if absent)."""
     node: Any = tree
     for part in path.split("."):
         node = node[part]
@@ -104,7 +105,7 @@ def split_sweep(spec_cls: type[Spec], overrides: Mapping[str, Any]) -> tuple[dic
     return fixed, axes
 
 
-def _describe_error(spec_cls: type[Spec], err: ValidationError, values: Mapping) -> str:
+def _describe_error(spec_cls: type[Spec], err: ValidationError) -> str:
     first = err.errors()[0]
     path = ".".join(str(p) for p in first["loc"])
     message = first["msg"]
@@ -133,7 +134,7 @@ def build_spec(spec_cls: type[Spec], base: Mapping | None = None, overrides: Map
     try:
         return spec_cls.model_validate(tree)
     except ValidationError as err:
-        raise SpecError(_describe_error(spec_cls, err, tree)) from None
+        raise SpecError(_describe_error(spec_cls, err)) from None
 
 
 def expand_grid(axes: Mapping[str, list]) -> list[dict]:
@@ -218,5 +219,5 @@ __all__ = [
     "short_hash",
     "spec_json",
     "split_sweep",
-    "_get_path",
+    "get_path",
 ]

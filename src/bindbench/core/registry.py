@@ -33,7 +33,7 @@ class Experiment:
     `check` validates a resolved spec before anything runs (e.g. an impossible split).
     `columns` are the spec keys the report's table shows; `metrics` the result columns,
     the first of which is the headline (plotted against swept settings).
-    `plots(runs) -> [(title, figure)]` adds experiment-specific figures to the report.
+    `plots(runs) -> [report.Plot]` adds experiment-specific figures to the report.
     """
 
     name: str

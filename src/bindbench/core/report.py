@@ -14,13 +14,14 @@ import math
 import os
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from bindbench.core.config import _get_path
+from bindbench.core.config import get_path
 from bindbench.core.registry import EXPERIMENTS
 from bindbench.core.store import open_store
 
@@ -40,7 +41,7 @@ def format_cell(value: Any) -> str:
 
 def _lookup(spec: dict, key: str) -> Any:
     try:
-        return _get_path(spec, key)
+        return get_path(spec, key)
     except (KeyError, TypeError):
         return None
 
@@ -65,18 +66,29 @@ def _label(run: dict, keys: list[str], fallback: str = "") -> str:
     return ", ".join(f"{k.split('.')[-1]}={_lookup(run['spec'], k)}" for k in keys) or fallback
 
 
-def curves_figure(runs: list[dict], metrics: list[str], swept: list[str]) -> Figure | None:
+@dataclass(frozen=True)
+class Plot:
+    """A report figure and the numbers it draws (which go to report.json)."""
+
+    title: str
+    figure: Figure
+    data: Any
+
+
+def curves_plot(runs: list[dict], metrics: list[str], swept: list[str]) -> Plot | None:
     """Learning curves: one panel per metric, one line per run."""
     shown = [m for m in metrics if any(m in p for r in runs for p in r["curve"])]
     if not shown:
         return None
     fig = Figure(figsize=(4.2 * len(shown), 3.2), layout="constrained")
+    data: dict[str, dict] = {}
     for ax, metric in zip(np.atleast_1d(fig.subplots(1, len(shown))), shown):
         for run in runs:
-            points = [(p["step"], p[metric]) for p in run["curve"] if metric in p]
+            points = [[p["step"], p[metric]] for p in run["curve"] if metric in p]
             if points:
-                steps, values = zip(*points)
-                ax.plot(steps, values, label=_label(run, swept, run["id"][:8]), lw=1.2)
+                label = _label(run, swept, run["id"][:8])
+                data.setdefault(run["id"][:8], {"label": label})[metric] = points
+                ax.plot(*zip(*points), label=label, lw=1.2)
         ax.set_xlabel("step")
         ax.set_title(metric)
         ax.grid(alpha=0.3)
@@ -84,13 +96,13 @@ def curves_figure(runs: list[dict], metrics: list[str], swept: list[str]) -> Fig
             ax.set_ylim(max(-0.5, ax.get_ylim()[0]), 1.02)
     if len(runs) <= 12:
         fig.axes[-1].legend(fontsize=7)
-    return fig
+    return Plot("learning curves", fig, data)
 
 
-def sweep_figures(runs: list[dict], headline: str, swept: list[str]) -> list[tuple[str, Figure]]:
+def sweep_plots(runs: list[dict], headline: str, swept: list[str]) -> list[Plot]:
     """The headline metric against each swept setting; other settings are separate lines,
     seeds are averaged (mean line, every seed as a point)."""
-    figures = []
+    plots = []
     done = [r for r in runs if headline in r["metrics"]]
     for key in swept:
         if key == "seed":
@@ -105,10 +117,13 @@ def sweep_figures(runs: list[dict], headline: str, swept: list[str]) -> list[tup
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
         fig = Figure(figsize=(5, 3.4), layout="constrained")
         ax = fig.subplots()
+        data = {}
         for label, by_value in groups.items():
             xs = [v for v in values if v in by_value]
+            means = [float(np.mean(by_value[v])) for v in xs]
+            data[label or "all"] = [{key: v, "mean": m, "values": by_value[v]} for v, m in zip(xs, means)]
             positions = xs if numeric else [values.index(v) for v in xs]
-            ax.plot(positions, [float(np.mean(by_value[v])) for v in xs], marker="o", label=label)
+            ax.plot(positions, means, marker="o", label=label)
             for x, v in zip(positions, xs):
                 ax.scatter([x] * len(by_value[v]), by_value[v], s=10, alpha=0.4, color="k")
         if numeric and min(values) > 0 and max(values) / min(values) >= 8:
@@ -120,8 +135,8 @@ def sweep_figures(runs: list[dict], headline: str, swept: list[str]) -> list[tup
         ax.grid(alpha=0.3)
         if len(groups) > 1 or next(iter(groups)):
             ax.legend(fontsize=7)
-        figures.append((f"{headline} against {key}", fig))
-    return figures
+        plots.append(Plot(f"{headline} against {key}", fig, data))
+    return plots
 
 
 def _sort_key(value: Any):
@@ -160,15 +175,15 @@ def build_report(folder: str | Path) -> tuple[Path, Path]:
         mine = [r for r in runs if r["experiment"] == name]
         swept = sweeps.get(name, [])
         table = experiment_table(name, mine, swept)
-        figures: list[tuple[str, Figure]] = []
-        fig = curves_figure(mine, table["metrics"], swept)
-        if fig is not None:
-            figures.append(("learning curves", fig))
+        plots: list[Plot] = []
+        curves = curves_plot(mine, table["metrics"], swept)
+        if curves is not None:
+            plots.append(curves)
         if table["metrics"]:
-            figures += sweep_figures(mine, table["metrics"][0], swept)
+            plots += sweep_plots(mine, table["metrics"][0], swept)
         experiment = EXPERIMENTS.get(name)
         if experiment is not None and experiment.plots is not None:
-            figures += experiment.plots(mine)
+            plots += experiment.plots(mine)
         counts = {s: sum(r["status"] == s for r in mine) for s in ("done", "diverged", "failed", "running")}
         entry = {
             "name": name,
@@ -177,10 +192,10 @@ def build_report(folder: str | Path) -> tuple[Path, Path]:
             "counts": counts,
             "columns": table["columns"],
             "rows": table["rows"],
-            "figures": [title for title, _ in figures],
+            "figures": [{"title": p.title, "data": p.data} for p in plots],
         }
         report["experiments"].append(entry)
-        sections.append((entry, [(t, _png(f)) for t, f in figures]))
+        sections.append((entry, [(p.title, _png(p.figure)) for p in plots]))
     json_path, html_path = folder / "report.json", folder / "report.html"
     _write_atomic(json_path, json.dumps(report, indent=1, default=str))
     _write_atomic(html_path, render_html(report, sections))
