@@ -31,7 +31,7 @@ def run(
     workers: int = 1,
     device: str = "cpu",
     seed: int | None = None,
-    on_start: Callable[[Plan, list[Job]], None] | None = None,
+    on_start: Callable[[list[Job]], None] | None = None,
     on_finish: Callable[[Job, dict], None] | None = None,
     on_eval: Callable[[Job, int, dict], None] | None = None,
     command: str | None = None,
@@ -39,7 +39,8 @@ def run(
     """Runs a target's missing runs, writes the report, and returns the output folder.
 
     `sets` are `key=value` overrides as on the command line (a list value sweeps).
-    Everything is validated before the output folder is touched.
+    Everything is validated before the output folder is touched. The callbacks are those
+    of `core.executor.execute` (progress and per-run lines in the CLI).
     """
     the_plan = plan(target, profile, sets, seed)
     described = describe_device(resolve_device(device))

@@ -47,10 +47,10 @@ def run_command(
     )
     state = {}
 
-    def on_start(plan, jobs) -> None:
+    def on_start(pending) -> None:
         if not quiet:
-            console.print(f"{plan.target} ({plan.profile}): {len(jobs)} runs")
-        state["task"] = progress.add_task("runs", total=len(jobs), completed=0)
+            console.print(f"{target or 'default'} ({profile}): {len(pending)} runs to do")
+        state["task"] = progress.add_task("runs", total=len(pending))
         progress.start()
 
     def on_eval(job, step, point) -> None:  # in-process runs only: steps of the current run

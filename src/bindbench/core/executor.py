@@ -82,14 +82,21 @@ def execute(
     store: Store,
     device: str = "cpu",
     workers: int = 1,
+    on_start: Callable[[list[Job]], None] | None = None,
     on_finish: Callable[[Job, dict], None] | None = None,
     on_eval: Callable[[Job, int, dict], None] | None = None,
 ) -> list[Job]:
-    """Runs every job the store has not finished; returns the jobs that were run."""
+    """Runs every job the store has not finished; returns the jobs that were run.
+
+    Callbacks: `on_start(pending)` once, `on_finish(job, outcome)` after each run, and
+    `on_eval(job, step, point)` at each evaluation of runs executed in this process.
+    """
     for job in jobs:
         store.add(job.run_id, job.experiment.name, spec_json(job.spec), job.position)
     pending = [job for job in jobs if store.status(job.run_id) not in FINISHED]
     info = versions()
+    if on_start is not None:
+        on_start(pending)
 
     def finish(job: Job, outcome: dict) -> None:
         store.finish(
