@@ -53,9 +53,15 @@ def run(
             device=described,
             command=command or _as_command(target, profile, sets, seed, device),
         )
-        if on_start is not None:
-            on_start(the_plan, the_plan.jobs)
-        execute(the_plan.jobs, store, device=device, workers=workers, on_finish=on_finish, on_eval=on_eval)
+        execute(
+            the_plan.jobs,
+            store,
+            device=device,
+            workers=workers,
+            on_start=on_start,
+            on_finish=on_finish,
+            on_eval=on_eval,
+        )
     build_report(folder)
     return folder
 

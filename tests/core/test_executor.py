@@ -107,7 +107,8 @@ def test_a_sweep_killed_part_way_reruns_only_the_missing_runs(tmp_path, tiny):
                 pass
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert len(finished) == 1, "the first run should have finished before the kill"
+    stderr = proc.stderr.read().decode()[-800:]
+    assert len(finished) == 1, f"the first run should have finished before the kill: {stderr}"
     with Store(out) as store:
         statuses = [r["status"] for r in store.runs()]
     assert statuses.count("done") == 1 and statuses.count("running") == 2
