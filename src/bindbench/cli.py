@@ -30,6 +30,9 @@ def run_command(
     set_: list[str] = typer.Option([], "--set", help="key=value override; key=[a,b] sweeps"),
     out: Path = typer.Option(None, help="output folder (default: runs/<target>-<profile>-<hash>)"),
     workers: int = typer.Option(1, min=1, help="worker processes for the runs of a sweep"),
+    no_ensemble: bool = typer.Option(
+        False, "--no-ensemble", help="train every run alone, not as vectorized ensembles"
+    ),
     device: str = typer.Option("cpu", help="cpu | cuda | cuda:N | auto"),
     seed: int = typer.Option(None, min=0, help="set the seed of every run"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or per-run lines"),
@@ -80,6 +83,7 @@ def run_command(
             sets=set_,
             out=out,
             workers=workers,
+            ensemble=not no_ensemble,
             device=device,
             seed=seed,
             on_start=on_start,

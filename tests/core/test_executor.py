@@ -9,7 +9,7 @@ import pytest
 
 from bindbench.api import run as run_api
 from bindbench.core.config import Spec
-from bindbench.core.executor import WorkerDied, execute, run_job
+from bindbench.core.executor import WorkerDied, execute, run_unit
 from bindbench.core.plan import make_plan
 from bindbench.core.registry import EXPERIMENTS, Experiment, RunResult, register
 from bindbench.core.store import Store
@@ -67,8 +67,8 @@ def test_a_worker_that_dies_leaves_its_run_unfinished_and_stops_with_a_clear_err
 def test_the_same_spec_and_seed_give_the_same_metrics(tiny):
     job = make_plan("composition", sets=tiny).jobs[0]
     spec = job.spec.model_dump(mode="json")
-    a = run_job(job.experiment, spec, "cpu", 1)
-    b = run_job(job.experiment, spec, "cpu", 1)
+    (a,) = run_unit(job.experiment, [spec], "cpu", 1)
+    (b,) = run_unit(job.experiment, [spec], "cpu", 1)
     assert a["status"] == "done", a.get("error")
     assert a["metrics"]["ood_r2"] == b["metrics"]["ood_r2"]
     assert [p["ood_r2"] for p in a["curve"]] == [p["ood_r2"] for p in b["curve"]]
@@ -76,8 +76,8 @@ def test_the_same_spec_and_seed_give_the_same_metrics(tiny):
 
 def test_a_process_pool_gives_the_same_results_as_running_in_process(tmp_path, tiny):
     sets = [*tiny, "seed=[0,1]"]
-    one = run_api("composition", sets=sets, out=tmp_path / "one", workers=1)
-    two = run_api("composition", sets=sets, out=tmp_path / "two", workers=2)
+    one = run_api("composition", sets=sets, out=tmp_path / "one", workers=1, ensemble=False)
+    two = run_api("composition", sets=sets, out=tmp_path / "two", workers=2, ensemble=False)
     with Store(one) as a, Store(two) as b:
         assert {r["id"]: r["metrics"]["ood_r2"] for r in a.runs()} == {
             r["id"]: r["metrics"]["ood_r2"] for r in b.runs()
@@ -87,7 +87,17 @@ def test_a_process_pool_gives_the_same_results_as_running_in_process(tmp_path, t
 def test_a_sweep_killed_part_way_reruns_only_the_missing_runs(tmp_path, tiny):
     out = tmp_path / "sweep"
     sets = [s for s in tiny if not s.startswith("train.steps")] + ["train.steps=400", "seed=[0,1,2]"]
-    args = [sys.executable, "-m", "bindbench", "run", "composition", "--out", str(out), "--quiet"]
+    args = [
+        sys.executable,
+        "-m",
+        "bindbench",
+        "run",
+        "composition",
+        "--out",
+        str(out),
+        "--quiet",
+        "--no-ensemble",
+    ]
     args += [w for s in sets for w in ("--set", s)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -114,7 +124,13 @@ def test_a_sweep_killed_part_way_reruns_only_the_missing_runs(tmp_path, tiny):
     assert statuses.count("done") == 1 and statuses.count("running") == 2
 
     reran = []
-    run_api("composition", sets=sets, out=out, on_finish=lambda job, outcome: reran.append(job.run_id))
+    run_api(
+        "composition",
+        sets=sets,
+        out=out,
+        ensemble=False,
+        on_finish=lambda job, outcome: reran.append(job.run_id),
+    )
     with Store(out) as store:
         runs = {r["id"]: r for r in store.runs()}
     assert finished[0][0] not in reran and len(reran) == 2

@@ -50,31 +50,57 @@ def versions() -> dict[str, str]:
     }
 
 
-def run_job(
+def run_unit(
     experiment: Experiment,
-    spec: dict,
+    specs: list[dict],
     device: str,
     threads: int,
     on_eval: Callable[[int, dict], None] | None = None,
-) -> dict:
-    """Runs one spec and returns its outcome as plain data (never raises)."""
+) -> list[dict]:
+    """Runs one spec, or several as one ensemble; returns one outcome (plain data) per spec.
+
+    Never raises: a run that fails is an outcome with status `failed` and its traceback.
+    """
     torch.set_num_threads(threads)
     start = time.perf_counter()
-    outcome: dict = {"device": device}
+    described = device
     try:
         torch_device = resolve_device(device)
-        outcome["device"] = describe_device(torch_device)
-        result = experiment.run(experiment.spec.model_validate(spec), RunContext(torch_device, on_eval))
-        outcome.update(
-            status="diverged" if result.diverged else "done",
-            metrics=result.metrics,
-            curve=result.curve,
-            extra=result.extra,
-        )
+        described = describe_device(torch_device)
+        ctx = RunContext(torch_device, on_eval)
+        resolved = [experiment.spec.model_validate(spec) for spec in specs]
+        if len(resolved) == 1:
+            results = [experiment.run(resolved[0], ctx)]
+        else:
+            results = experiment.run_group(resolved, ctx)
+        outcomes = [
+            {
+                "status": "diverged" if result.diverged else "done",
+                "metrics": result.metrics,
+                "curve": result.curve,
+                "extra": {**result.extra, "ensemble_size": len(specs)} if len(specs) > 1 else result.extra,
+            }
+            for result in results
+        ]
     except Exception as err:  # a failing run must not stop the sweep
-        outcome.update(status="failed", error=f"{type(err).__name__}: {err}\n{traceback.format_exc()}")
-    outcome["seconds"] = time.perf_counter() - start
-    return outcome
+        error = f"{type(err).__name__}: {err}\n{traceback.format_exc()}"
+        outcomes = [{"status": "failed", "error": error} for _ in specs]
+    seconds = time.perf_counter() - start
+    return [{**outcome, "seconds": seconds, "device": described} for outcome in outcomes]
+
+
+def units_of(jobs: list[Job], ensemble: bool = True, max_members: int = 64) -> list[list[Job]]:
+    """Groups jobs into units of work: runs of one experiment with one `group_key` form an
+    ensemble (up to `max_members`), every other job is a unit of its own."""
+    groups: dict[tuple, list[Job]] = {}
+    for job in jobs:
+        experiment = job.experiment
+        if ensemble and experiment.run_group is not None and experiment.group_key is not None:
+            key: tuple = (experiment.name, experiment.group_key(job.spec))
+        else:
+            key = (job.run_id,)
+        groups.setdefault(key, []).append(job)
+    return [jobs[i : i + max_members] for jobs in groups.values() for i in range(0, len(jobs), max_members)]
 
 
 def execute(
@@ -82,14 +108,16 @@ def execute(
     store: Store,
     device: str = "cpu",
     workers: int = 1,
+    ensemble: bool = True,
     on_start: Callable[[list[Job]], None] | None = None,
     on_finish: Callable[[Job, dict], None] | None = None,
     on_eval: Callable[[Job, int, dict], None] | None = None,
 ) -> list[Job]:
     """Runs every job the store has not finished; returns the jobs that were run.
 
+    Jobs that can train together do so as vectorized ensembles unless `ensemble` is off.
     Callbacks: `on_start(pending)` once, `on_finish(job, outcome)` after each run, and
-    `on_eval(job, step, point)` at each evaluation of runs executed in this process.
+    `on_eval(job, step, point)` at each evaluation of single runs executed in this process.
     """
     for job in jobs:
         store.add(job.run_id, job.experiment.name, spec_json(job.spec), job.position)
@@ -97,39 +125,45 @@ def execute(
     info = versions()
     if on_start is not None:
         on_start(pending)
+    units = units_of(pending, ensemble)
 
-    def finish(job: Job, outcome: dict) -> None:
-        store.finish(
-            job.run_id,
-            outcome["status"],
-            metrics=outcome.get("metrics"),
-            curve=outcome.get("curve", ()),
-            extra=outcome.get("extra"),
-            error=outcome.get("error"),
-            seconds=outcome["seconds"],
-            device=outcome["device"],
-        )
-        if on_finish is not None:
-            on_finish(job, outcome)
+    def start(unit: list[Job]) -> list[dict]:
+        for job in unit:
+            store.start(job.run_id, device, info)
+        return [job.spec.model_dump(mode="json") for job in unit]
 
-    workers = max(1, min(workers, len(pending)))
+    def finish(unit: list[Job], outcomes: list[dict]) -> None:
+        for job, outcome in zip(unit, outcomes):
+            store.finish(
+                job.run_id,
+                outcome["status"],
+                metrics=outcome.get("metrics"),
+                curve=outcome.get("curve", ()),
+                extra=outcome.get("extra"),
+                error=outcome.get("error"),
+                seconds=outcome["seconds"],
+                device=outcome["device"],
+            )
+            if on_finish is not None:
+                on_finish(job, outcome)
+
+    workers = max(1, min(workers, len(units)))
     threads = threads_per_worker(workers)
     if workers == 1:
-        for job in pending:
-            store.start(job.run_id, device, info)
-            watch = None if on_eval is None else functools.partial(on_eval, job)
-            finish(job, run_job(job.experiment, job.spec.model_dump(mode="json"), device, threads, watch))
+        for unit in units:
+            specs = start(unit)
+            watch = None if on_eval is None or len(unit) > 1 else functools.partial(on_eval, unit[0])
+            finish(unit, run_unit(unit[0].experiment, specs, device, threads, watch))
         return pending
 
-    queue = list(pending)
+    queue = list(units)
     pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
-    running = {}
+    running: dict = {}
 
     def submit() -> None:
-        job = queue.pop(0)
-        store.start(job.run_id, device, info)
-        spec = job.spec.model_dump(mode="json")
-        running[pool.submit(run_job, job.experiment, spec, device, threads)] = job
+        unit = queue.pop(0)
+        specs = start(unit)
+        running[pool.submit(run_unit, unit[0].experiment, specs, device, threads)] = unit
 
     try:
         while queue and len(running) < workers:
@@ -137,15 +171,15 @@ def execute(
         while running:
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
-                job = running.pop(future)
+                unit = running.pop(future)
                 try:
-                    outcome = future.result()
+                    outcomes = future.result()
                 except BrokenProcessPool:
                     raise WorkerDied(
-                        f"a worker process died (killed, or out of memory) during run {job.run_id}; "
+                        f"a worker process died (killed, or out of memory) during run {unit[0].run_id}; "
                         "its runs are left unfinished: rerun the command to finish them"
                     ) from None
-                finish(job, outcome)
+                finish(unit, outcomes)
                 if queue:
                     submit()
     finally:

@@ -34,6 +34,8 @@ class Experiment:
     `columns` are the spec keys the report's table shows; `metrics` the result columns,
     the first of which is the headline (plotted against swept settings).
     `plots(runs) -> [report.Plot]` adds experiment-specific figures to the report.
+    `run_group(specs, ctx) -> [RunResult]` trains runs with equal `group_key(spec)` together
+    as one vectorized ensemble, each result equal to what `run` would give alone.
     """
 
     name: str
@@ -45,6 +47,8 @@ class Experiment:
     metrics: tuple[str, ...] = ()
     check: Callable[[Spec], None] | None = None
     plots: Callable[[list[dict]], list] | None = None
+    run_group: Callable[..., list[RunResult]] | None = None
+    group_key: Callable[[Spec], str] | None = None
 
 
 @dataclass(frozen=True)

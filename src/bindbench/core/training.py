@@ -122,3 +122,86 @@ def train(
     if result.curve and not result.diverged:
         result.final = {k: v for k, v in result.curve[-1].items() if k not in ("step", "lr", "seconds")}
     return result
+
+
+def train_ensemble(
+    ensemble,
+    specs: list[TrainSpec],
+    sample_batch: Callable[[int], tuple],
+    loss_fn: Callable[[object, tuple], torch.Tensor],
+    evaluate: Callable[[object], list[dict[str, float]]],
+) -> list[TrainResult]:
+    """Trains the members of a `core.ensemble.Ensemble` together; one TrainResult per member.
+
+    Members share steps, batch size and evaluation points (they are one batched model);
+    learning rate, weight decay and schedule are per member. `loss_fn` gives the (e,)
+    per-member losses and `evaluate` a list of metric dicts, one per member. A member whose
+    loss turns non-finite is frozen and reported diverged; the others go on.
+    """
+    from bindbench.core.ensemble import StackedAdamW
+
+    first = specs[0]
+    for spec in specs:
+        if (spec.steps, spec.batch_size, spec.eval_every) != (
+            first.steps,
+            first.batch_size,
+            first.eval_every,
+        ):
+            raise ValueError("ensemble members must share train.steps, batch_size and eval_every")
+    params = ensemble.parameters()
+    device = params[0].device
+    optimizer = StackedAdamW(
+        params,
+        lr=torch.tensor([s.lr for s in specs], device=device),
+        weight_decay=torch.tensor([s.weight_decay for s in specs], device=device),
+    )
+
+    def factors(step: int) -> torch.Tensor:  # (e,) every member's schedule at `step`
+        return torch.tensor([lr_factor(step, s) for s in specs], device=device)
+
+    alive = torch.ones(len(specs), device=device)
+    results = [TrainResult() for _ in specs]
+    window_loss = torch.zeros(len(specs), device=device)
+    window_steps = 0
+    start = time.perf_counter()
+
+    ensemble.train()
+    for step in range(first.steps):
+        losses = loss_fn(ensemble, sample_batch(step))  # (e,)
+        optimizer.zero_grad()
+        losses.sum().backward()
+        optimizer.step(factors(step) * alive)
+        window_loss += losses.detach()
+        window_steps += 1
+        done = step + 1
+        if done % first.eval_every and done != first.steps:
+            continue
+        finite = torch.isfinite(window_loss).tolist()
+        ensemble.eval()
+        with torch.no_grad():
+            points = evaluate(ensemble)
+        ensemble.train()
+        seconds = time.perf_counter() - start
+        for member, (spec, result) in enumerate(zip(specs, results)):
+            if result.diverged:
+                continue
+            if not finite[member]:
+                result.diverged, result.steps = True, done
+                result.curve.append({"step": done, "train_loss": float("nan")})
+                alive[member] = 0.0
+                continue
+            point = {"step": done, **points[member], "train_loss": float(window_loss[member]) / window_steps}
+            point["lr"] = spec.lr * lr_factor(done, spec)
+            point["seconds"] = seconds
+            result.curve.append(point)
+            result.steps = done
+        window_loss.zero_()
+        window_steps = 0
+        if not alive.any():
+            break
+    seconds = time.perf_counter() - start
+    for result in results:
+        result.seconds = seconds
+        if result.curve and not result.diverged:
+            result.final = {k: v for k, v in result.curve[-1].items() if k not in ("step", "lr", "seconds")}
+    return results

@@ -1,0 +1,78 @@
+import pytest
+import torch
+
+from bindbench.core.ensemble import Ensemble, StackedAdamW
+from bindbench.core.executor import RunContext, units_of
+from bindbench.core.plan import make_plan
+from bindbench.core.training import make_optimizer
+from bindbench.experiments.composition import run, run_group
+from bindbench.models import MLP
+
+
+def _models(n=3):
+    models = []
+    for seed in range(n):
+        torch.manual_seed(seed)
+        models.append(MLP(5, 2, width=7, depth=2))
+    return models
+
+
+def test_an_ensemble_computes_what_each_member_computes_alone():
+    models = _models()
+    ensemble = Ensemble(models)
+    x = torch.randn(3, 4, 6, 5)  # (e, b, s, i)
+    out = ensemble(x)
+    for e, model in enumerate(models):
+        torch.testing.assert_close(out[e], model(x[e]))
+        torch.testing.assert_close(ensemble.member(e)(x[e]), model(x[e]))
+
+
+def test_stacked_adamw_follows_torch_adamw_with_per_member_rates_and_decay():
+    models = _models()
+    copies = _models()
+    ensemble = Ensemble(copies)
+    lr, wd = [1e-2, 3e-3, 5e-2], [0.0, 0.1, 0.01]
+    stacked = StackedAdamW(ensemble.parameters(), torch.tensor(lr), torch.tensor(wd))
+    singles = [make_optimizer(m, lr[e], wd[e]) for e, m in enumerate(models)]
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        x, y = torch.randn(3, 8, 5, generator=gen), torch.randn(3, 8, 2, generator=gen)
+        stacked.zero_grad()
+        (ensemble(x) - y).pow(2).mean(dim=(1, 2)).sum().backward()
+        stacked.step(torch.ones(3))
+        for e, (model, opt) in enumerate(zip(models, singles)):
+            opt.zero_grad()
+            (model(x[e]) - y[e]).pow(2).mean().backward()
+            opt.step()
+    for e, model in enumerate(models):
+        for name, p in model.named_parameters():
+            torch.testing.assert_close(ensemble.params[name][e], p, rtol=1e-5, atol=1e-6)
+
+
+def test_ensemble_members_equal_runs_trained_alone(tiny):
+    sets = [*tiny, "seed=[0,1]", "task.frac_ood=[0.3,0.5]", "train.lr=[0.001,0.003]"]
+    specs = [job.spec for job in make_plan("composition", sets=sets).jobs]
+    assert len(specs) == 8
+    ctx = RunContext(torch.device("cpu"))
+    together = run_group(specs, ctx)
+    for spec, member in zip(specs, together):
+        alone = run(spec, ctx)
+        for key in ("id_r2", "ood_r2", "train_loss"):
+            assert member.metrics[key] == pytest.approx(alone.metrics[key], rel=1e-4, abs=1e-5)
+        assert [p["step"] for p in member.curve] == [p["step"] for p in alone.curve]
+
+
+def test_a_diverging_member_is_stopped_and_the_others_train_on(tiny):
+    sets = [*tiny, "train.lr=[0.001, 1e12]"]
+    ok, wild = [job.spec for job in make_plan("composition", sets=sets).jobs]
+    ctx = RunContext(torch.device("cpu"))
+    together = run_group([ok, wild], ctx)
+    assert together[1].diverged and not together[0].diverged
+    assert together[0].metrics["ood_r2"] == pytest.approx(run(ok, ctx).metrics["ood_r2"], rel=1e-4)
+
+
+def test_runs_are_grouped_by_shape_unless_ensembles_are_off(tiny):
+    jobs = make_plan("composition", sets=[*tiny, "seed=[0,1,2]", "model.width=[4,8]"]).jobs
+    assert sorted(len(u) for u in units_of(jobs)) == [3, 3]
+    assert all(len(u) == 1 for u in units_of(jobs, ensemble=False))
+    assert sorted(len(u) for u in units_of(jobs, max_members=2)) == [1, 1, 2, 2]
