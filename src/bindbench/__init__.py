@@ -10,4 +10,11 @@ def run(*args, **kwargs):
     return _run(*args, **kwargs)
 
 
-__all__ = ["__version__", "run"]
+def probe(*args, **kwargs):
+    """Linear decodability of targets from a model's layers (see `bindbench.core.probes.probe`)."""
+    from bindbench.core.probes import probe as _probe
+
+    return _probe(*args, **kwargs)
+
+
+__all__ = ["__version__", "probe", "run"]

@@ -1,0 +1,181 @@
+"""Linear probes: is a quantity linearly decodable from a network's hidden activations?
+
+Activations are captured with forward hooks from any `torch.nn.Module` (by layer name, or
+every Linear layer), so the probes work on models BindBench did not build. As in the
+reference (Redhardt et al. 2025), the ridge probe has an intercept and lambda = 1 and is
+scored by R^2 averaged over targets; a logistic probe covers categorical targets.
+Everything is solved in float64 in closed form or by L-BFGS, on the activations' device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+
+def capture(
+    model: nn.Module, inputs: torch.Tensor, layers: Iterable[str] | None = None
+) -> dict[str, torch.Tensor]:
+    """Runs `model(inputs)` once and returns {layer name: its output}, in forward order.
+
+    `layers=None` takes every `nn.Linear` (for an MLP: the pre-activations and the output).
+    """
+    named = dict(model.named_modules())
+    if layers is None:
+        layers = [name for name, m in named.items() if isinstance(m, nn.Linear)]
+    layers = list(layers)
+    missing = [name for name in layers if name not in named]
+    if missing:
+        known = ", ".join(n for n in named if n)
+        raise ValueError(f"no layer named {missing[0]!r} in {type(model).__name__}; it has {known}")
+    captured: dict[str, torch.Tensor] = {}
+    hooks = [
+        named[name].register_forward_hook(
+            lambda m, i, out, name=name: captured.__setitem__(name, out.detach())
+        )
+        for name in layers
+    ]
+    try:
+        with torch.no_grad():
+            model(inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {name: captured[name] for name in layers if name in captured}
+
+
+def features(activation: torch.Tensor, position: int | None = -1) -> torch.Tensor:
+    """(n, d) probe features: the `position` of a (n, s, d) sequence, or everything flattened."""
+    if position is not None and activation.ndim == 3:
+        activation = activation[:, position]
+    return activation.reshape(len(activation), -1)
+
+
+def ridge_fit(x: torch.Tensor, y: torch.Tensor, alpha: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ridge regression with an unpenalized intercept: returns (weights (d, t), bias (t,)).
+
+    Minimizes |y - x w - b|^2 + alpha |w|^2, as `sklearn.linear_model.Ridge(alpha)`.
+    Solved in the smaller of the primal (d x d) and dual (n x n) forms.
+    """
+    x, y = x.double(), y.double()
+    x_mean, y_mean = x.mean(0), y.mean(0)
+    xc, yc = x - x_mean, y - y_mean
+    n, d = xc.shape
+    if d <= n:
+        gram = xc.T @ xc + alpha * torch.eye(d, dtype=x.dtype, device=x.device)
+        weights = torch.linalg.solve(gram, xc.T @ yc)
+    else:
+        gram = xc @ xc.T + alpha * torch.eye(n, dtype=x.dtype, device=x.device)
+        weights = xc.T @ torch.linalg.solve(gram, yc)
+    return weights, y_mean - x_mean @ weights
+
+
+def r2_per_target(y: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
+    """R^2 of each target column, with sklearn's convention for constant targets (1 or 0)."""
+    y, prediction = y.double(), prediction.double()
+    residual = (y - prediction).pow(2).sum(0)
+    total = (y - y.mean(0)).pow(2).sum(0)
+    r2 = 1 - residual / total
+    constant = total == 0
+    return torch.where(constant, (residual == 0).double(), r2)
+
+
+def ridge_probe(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    tests: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    alpha: float = 1.0,
+) -> dict[str, float]:
+    """Fits ridge on (train_x, train_y) and returns {test name: R^2 averaged over targets}."""
+    weights, bias = ridge_fit(train_x, train_y, alpha)
+    return {
+        name: float(r2_per_target(y, x.double() @ weights + bias).mean()) for name, (x, y) in tests.items()
+    }
+
+
+def logistic_fit(
+    x: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None, c: float = 1.0, max_iter: int = 200
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multinomial logistic regression with L2 penalty 1/(2C)|w|^2 (sklearn's objective and
+    default C = 1); returns (weights (d, k), bias (k,))."""
+    x = x.double()
+    labels = labels.long()
+    k = num_classes or int(labels.max()) + 1
+    weights = torch.zeros(x.shape[1], k, dtype=x.dtype, device=x.device, requires_grad=True)
+    bias = torch.zeros(k, dtype=x.dtype, device=x.device, requires_grad=True)
+    optimizer = torch.optim.LBFGS(
+        [weights, bias],
+        max_iter=max_iter,
+        tolerance_grad=1e-9,
+        tolerance_change=1e-12,
+        line_search_fn="strong_wolfe",
+    )
+
+    def objective():
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(x @ weights + bias, labels, reduction="sum")
+        loss = loss + weights.pow(2).sum() / (2 * c)
+        loss.backward()
+        return loss
+
+    optimizer.step(objective)
+    return weights.detach(), bias.detach()
+
+
+def logistic_probe(
+    train_x: torch.Tensor,
+    train_labels: torch.Tensor,
+    tests: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    c: float = 1.0,
+) -> dict[str, float]:
+    """Fits a logistic probe and returns {test name: accuracy}."""
+    num_classes = int(max([train_labels.max()] + [labels.max() for _, labels in tests.values()])) + 1
+    weights, bias = logistic_fit(train_x, train_labels, num_classes, c)
+    return {
+        name: float(((x.double() @ weights + bias).argmax(1) == labels).double().mean())
+        for name, (x, labels) in tests.items()
+    }
+
+
+def probe(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    layers: Iterable[str] | None = None,
+    ood_inputs: torch.Tensor | None = None,
+    ood_targets: torch.Tensor | None = None,
+    kind: str = "ridge",
+    alpha: float = 1.0,
+    position: int | None = -1,
+    include_input: bool = True,
+) -> dict[str, dict[str, float]]:
+    """How linearly decodable `targets` are from each layer of `model`; {layer: {split: score}}.
+
+    The first half of `inputs` fits the probe and the second half scores it ("test"); with
+    `ood_inputs`, the same probe is also scored there ("ood"). Scores are R^2 averaged over
+    target columns (`kind="ridge"`, lambda = `alpha`) or accuracy (`kind="logistic"`,
+    integer `targets`). Sequence activations (n, s, d) are read at `position`; others are
+    flattened. With `include_input`, the raw inputs are probed too, as the layer "input".
+    """
+    if kind not in ("ridge", "logistic"):
+        raise ValueError(f"kind={kind!r} must be 'ridge' or 'logistic'")
+    half = len(inputs) // 2
+    activations = capture(model, inputs, layers)
+    ood = capture(model, ood_inputs, list(activations)) if ood_inputs is not None else {}
+    if include_input:
+        activations = {"input": inputs, **activations}
+        if ood_inputs is not None:
+            ood = {"input": ood_inputs, **ood}
+    scores = {}
+    for name, activation in activations.items():
+        x = features(activation, position)
+        tests = {"test": (x[half:], targets[half:])}
+        if name in ood:
+            tests["ood"] = (features(ood[name], position), ood_targets)
+        if kind == "ridge":
+            scores[name] = ridge_probe(x[:half], targets[:half], tests, alpha)
+        else:
+            scores[name] = logistic_probe(x[:half], targets[:half], tests)
+    return scores

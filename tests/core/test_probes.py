@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.metrics import r2_score
+
+import bindbench
+from bindbench.core.probes import capture, logistic_fit, probe, r2_per_target, ridge_fit
+from bindbench.models import MLP
+
+
+@pytest.mark.parametrize("n, d", [(200, 12), (15, 40)])  # primal and dual forms
+def test_ridge_matches_sklearn_ridge_with_intercept(n, d):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(n, d)), rng.normal(size=(n, 3)) + 2.0
+    weights, bias = ridge_fit(torch.from_numpy(x), torch.from_numpy(y), alpha=1.0)
+    reference = Ridge(alpha=1.0, fit_intercept=True).fit(x, y)
+    np.testing.assert_allclose(weights.numpy().T, reference.coef_, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(bias.numpy(), reference.intercept_, rtol=1e-8, atol=1e-10)
+
+
+def test_r2_per_target_matches_sklearn_including_constant_targets():
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=(30, 3))
+    y[:, 2] = 0.5  # constant: sklearn scores 1 if predicted exactly, else 0
+    pred = y + 0.3 * rng.normal(size=y.shape)
+    ours = r2_per_target(torch.from_numpy(y), torch.from_numpy(pred)).numpy()
+    np.testing.assert_allclose(ours, r2_score(y, pred, multioutput="raw_values"), atol=1e-12)
+
+
+def test_logistic_probe_matches_sklearn_logistic_regression():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(150, 5))
+    labels = (x @ rng.normal(size=(5, 3))).argmax(1)
+    weights, bias = logistic_fit(torch.from_numpy(x), torch.from_numpy(labels))
+    reference = LogisticRegression(C=1.0, max_iter=1000, tol=1e-10).fit(x, labels)
+    ours = torch.softmax(torch.from_numpy(x) @ weights + bias, 1).numpy()
+    np.testing.assert_allclose(ours, reference.predict_proba(x), atol=1e-4)
+
+
+def test_capture_takes_every_linear_layer_by_default_and_named_layers_on_request():
+    model = MLP(4, 2, width=5, depth=2)
+    x = torch.randn(7, 4)
+    acts = capture(model, x)
+    assert list(acts) == ["hidden.0", "hidden.1", "readout"]
+    torch.testing.assert_close(acts["hidden.0"], model.hidden[0](x))  # pre-activation
+    assert list(capture(model, x, ["readout"])) == ["readout"]
+    with pytest.raises(ValueError, match="no layer named 'nope'"):
+        capture(model, x, ["nope"])
+
+
+def test_probes_work_on_a_cnn_and_find_a_planted_linear_code():
+    torch.manual_seed(0)
+    cnn = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 8 * 8, 6),
+    )
+    images = torch.randn(400, 1, 8, 8)
+    targets = images[:, 0, 2, 3:5].clone()  # pixel values: linear in the input, so in the conv output
+    scores = bindbench.probe(cnn, images, targets, layers=["0", "3"])
+    assert set(scores) == {"input", "0", "3"}
+    assert scores["input"]["test"] > 0.99 and scores["0"]["test"] > 0.95
+    noise = bindbench.probe(cnn, images, torch.randn(400, 2), layers=["0"])
+    assert noise["0"]["test"] < 0.1
+
+
+def test_probe_scores_ood_with_the_probe_fitted_in_distribution():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 16))
+    x, x_ood = torch.randn(300, 3), 5 + torch.randn(100, 3)
+    scores = probe(model, x, x[:, :2], ood_inputs=x_ood, ood_targets=x_ood[:, :2])
+    assert scores["0"]["test"] > 0.99 and scores["0"]["ood"] > 0.99
