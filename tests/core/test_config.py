@@ -66,14 +66,23 @@ def test_plan_applies_the_profile_then_set_then_seed():
 
 def test_the_quick_default_suite_sweeps_width_at_low_coverage():
     plan = make_plan()
-    widths = sorted(j.spec.model.width for j in plan.jobs)
+    jobs = [j for j in plan.jobs if j.experiment.name == "composition"]
+    widths = sorted(j.spec.model.width for j in jobs)
     assert {32, 128, 512} <= set(widths)
-    assert all(j.spec.task.frac_ood == 0.95 and j.spec.task.num_modules == 16 for j in plan.jobs)
+    assert all(j.spec.task.frac_ood == 0.95 and j.spec.task.num_modules == 16 for j in jobs)
 
 
 def test_an_impossible_split_is_refused_before_anything_runs():
     with pytest.raises(SpecError, match="compositional"):
         make_plan("composition", "quick", ["task.num_modules=4", "task.num_hot=1", "task.frac_ood=0.5"])
+
+
+def test_a_profile_given_as_blocks_joins_their_grids_and_set_applies_to_each():
+    plan = make_plan("scaling", "quick", ["model.width=8"])
+    supports = {(j.spec.task.support, j.spec.task.frac_ood) for j in plan.jobs}
+    assert ("random", 0.9) in supports and ("non_compositional", 0.5) in supports
+    assert ("non_compositional", 0.9) not in supports
+    assert all(j.spec.model.width == 8 for j in plan.jobs)
 
 
 def test_spec_files_load_from_yaml(tmp_path):

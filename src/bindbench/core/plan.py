@@ -87,8 +87,7 @@ def _assign_sets(
         else:
             targets = [(exp, over) for exp, over in entries if _has_key(exp, key)]
         if not targets:
-            if len(entries) == 1:
-                build_spec(entries[0][0].spec, {}, {key: value})  # raises naming the bad key
+            build_spec(entries[0][0].spec, {}, {key: value})  # raises naming the bad key
             raise SpecError(
                 f"--set {key}: no experiment of this run has that key ({', '.join(sorted(names))})"
             )
@@ -122,7 +121,7 @@ def make_plan(
                 f"experiment '{experiment.name}' has no profile '{profile}': "
                 f"it has {', '.join(experiment.profiles)}"
             )
-        entries.append((experiment, {**experiment.profiles[profile], **overrides}))
+        entries.append((experiment, dict(overrides)))
     entries = _assign_sets(entries, sets)
 
     jobs: list[Job] = []
@@ -131,17 +130,21 @@ def make_plan(
     for experiment, overrides in entries:
         if seed is not None:
             overrides["seed"] = seed
-        fixed, axes = split_sweep(experiment.spec, overrides)
-        sweeps[experiment.name] = list(axes)
-        for point in expand_grid(axes):
-            spec = build_spec(experiment.spec, {}, {**fixed, **point})
-            rid = run_id(experiment.name, spec)
-            if rid in seen:
-                continue
-            if experiment.check is not None:
-                _check(experiment, spec)
-            seen.add(rid)
-            jobs.append(Job(experiment, spec, rid, len(jobs), point))
+        blocks = experiment.profiles[profile]
+        swept: dict[str, None] = {}
+        for block in blocks if isinstance(blocks, list) else [blocks]:
+            fixed, axes = split_sweep(experiment.spec, {**block, **overrides})
+            swept.update(dict.fromkeys(axes))
+            for point in expand_grid(axes):
+                spec = build_spec(experiment.spec, {}, {**fixed, **point})
+                rid = run_id(experiment.name, spec)
+                if rid in seen:
+                    continue
+                if experiment.check is not None:
+                    _check(experiment, spec)
+                seen.add(rid)
+                jobs.append(Job(experiment, spec, rid, len(jobs), point))
+        sweeps[experiment.name] = list(swept)
     return Plan(target, profile, jobs, sweeps)
 
 

@@ -29,7 +29,8 @@ class RunResult:
 class Experiment:
     """A claim made runnable: a Spec, a run function, profiles, and the report's view of it.
 
-    `profiles` maps a profile name to dotted overrides in `--set` form (a list is a sweep).
+    `profiles` maps a profile name to dotted overrides in `--set` form (a list is a sweep),
+    or to a list of such blocks, whose grids are joined (e.g. a main sweep plus controls).
     `check` validates a resolved spec before anything runs (e.g. an impossible split).
     `columns` are the spec keys the report's table shows; `metrics` the result columns,
     the first of which is the headline (plotted against swept settings).
@@ -42,7 +43,7 @@ class Experiment:
     title: str
     spec: type[Spec]
     run: Callable[..., RunResult]
-    profiles: dict[str, dict[str, Any]]
+    profiles: dict[str, dict[str, Any] | list[dict[str, Any]]]
     columns: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
     check: Callable[[Spec], None] | None = None

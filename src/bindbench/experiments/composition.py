@@ -19,7 +19,7 @@ from bindbench.core.config import Spec
 from bindbench.core.ensemble import Ensemble
 from bindbench.core.metrics import r2_score
 from bindbench.core.registry import Experiment, RunResult, register
-from bindbench.core.training import TrainSpec, train, train_ensemble
+from bindbench.core.training import TrainResult, TrainSpec, train, train_ensemble
 from bindbench.models import MLP
 from bindbench.tasks.hyperteacher import ENCODINGS, SUPPORTS, TASK_DISTRIBUTIONS, HyperTeacher
 
@@ -90,7 +90,7 @@ def student_inputs(encoding: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 SPLITS = ("id", "ood")
 
 
-class _Setup:
+class Setup:
     """What one run needs: its teacher, fresh model, data stream and fixed evaluation sets."""
 
     def __init__(self, spec: CompositionSpec, device: torch.device):
@@ -112,26 +112,70 @@ class _Setup:
         return student_inputs(batch.encoding, batch.x), batch.y
 
 
-def _result(spec: CompositionSpec, trained, parameters: int) -> RunResult:
+def _result(trained: TrainResult, parameters: int) -> RunResult:
     metrics = dict(trained.final)
     metrics["steps_per_second"] = trained.steps / max(trained.seconds, 1e-9)
     metrics["parameters"] = parameters
     return RunResult(metrics=metrics, curve=trained.curve, diverged=trained.diverged)
 
 
+def _mse(model, batch) -> torch.Tensor:
+    inputs, targets = batch
+    return torch.nn.functional.mse_loss(model(inputs), targets)
+
+
+def _ensemble_mse(ensemble, batch) -> torch.Tensor:
+    inputs, targets = batch
+    return (ensemble(inputs) - targets).pow(2).mean(dim=(1, 2, 3))  # (e,)
+
+
+def fit(specs: list[CompositionSpec], ctx) -> list[tuple[Setup, torch.nn.Module, TrainResult]]:
+    """Trains one run alone, or several of one `group_key` as one vectorized ensemble.
+
+    Returns (setup, trained model, training result) per spec; ensemble members come back
+    as standalone models, each equal (to float tolerance) to what training it alone gives.
+    """
+    setups = [Setup(spec, ctx.device) for spec in specs]
+    if len(setups) == 1:
+        (setup,) = setups
+
+        def evaluate(model) -> dict[str, float]:
+            r2 = torch.stack([r2_score(model(setup.eval_inputs[s]), setup.eval_sets[s].y) for s in SPLITS])
+            return dict(zip([f"{s}_r2" for s in SPLITS], r2.tolist()))  # one copy to the host
+
+        trained = train(
+            setup.model, setup.spec.train, lambda step: setup.batch(), _mse, evaluate, ctx.on_eval
+        )
+        return [(setup, setup.model, trained)]
+
+    ensemble = Ensemble([s.model for s in setups])
+    eval_inputs = {k: torch.stack([s.eval_inputs[k] for s in setups]) for k in SPLITS}  # (e, b, s, d)
+    eval_targets = {k: torch.stack([s.eval_sets[k].y for s in setups]) for k in SPLITS}
+
+    def sample_batch(step: int):
+        inputs, targets = zip(*(s.batch() for s in setups))  # each member its own stream
+        return torch.stack(inputs), torch.stack(targets)
+
+    def evaluate_all(ensemble) -> list[dict[str, float]]:
+        r2 = torch.stack([r2_score(ensemble(eval_inputs[k]), eval_targets[k]) for k in SPLITS], 1)
+        return [dict(zip([f"{s}_r2" for s in SPLITS], row)) for row in r2.tolist()]
+
+    trained = train_ensemble(ensemble, [s.train for s in specs], sample_batch, _ensemble_mse, evaluate_all)
+    return [(setup, ensemble.member(e), t) for e, (setup, t) in enumerate(zip(setups, trained))]
+
+
+def _parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
 def run(spec: CompositionSpec, ctx) -> RunResult:
-    setup = _Setup(spec, ctx.device)
+    ((_, model, trained),) = fit([spec], ctx)
+    return _result(trained, _parameters(model))
 
-    def loss_fn(model, batch):
-        inputs, targets = batch
-        return torch.nn.functional.mse_loss(model(inputs), targets)
 
-    def evaluate(model) -> dict[str, float]:
-        r2 = torch.stack([r2_score(model(setup.eval_inputs[s]), setup.eval_sets[s].y) for s in SPLITS])
-        return dict(zip([f"{s}_r2" for s in SPLITS], r2.tolist()))  # one copy to the host
-
-    trained = train(setup.model, spec.train, lambda step: setup.batch(), loss_fn, evaluate, ctx.on_eval)
-    return _result(spec, trained, sum(p.numel() for p in setup.model.parameters()))
+def run_group(specs: list[CompositionSpec], ctx) -> list[RunResult]:
+    """Trains runs of one `group_key` as one vectorized ensemble; results as if run alone."""
+    return [_result(trained, _parameters(model)) for _, model, trained in fit(specs, ctx)]
 
 
 def group_key(spec: CompositionSpec) -> str:
@@ -144,30 +188,6 @@ def group_key(spec: CompositionSpec) -> str:
         free["task"].pop(key)
     free["task"]["encoding"] = "fewshot" if spec.task.encoding == "fewshot" else "vector"
     return json.dumps(free, sort_keys=True)
-
-
-def run_group(specs: list[CompositionSpec], ctx) -> list[RunResult]:
-    """Trains runs of one `group_key` as one vectorized ensemble; results as if run alone."""
-    setups = [_Setup(spec, ctx.device) for spec in specs]
-    ensemble = Ensemble([s.model for s in setups])
-    eval_inputs = {k: torch.stack([s.eval_inputs[k] for s in setups]) for k in SPLITS}  # (e, b, s, d)
-    eval_targets = {k: torch.stack([s.eval_sets[k].y for s in setups]) for k in SPLITS}
-
-    def sample_batch(step: int):
-        inputs, targets = zip(*(s.batch() for s in setups))  # each member its own stream
-        return torch.stack(inputs), torch.stack(targets)
-
-    def loss_fn(ensemble, batch):
-        inputs, targets = batch
-        return (ensemble(inputs) - targets).pow(2).mean(dim=(1, 2, 3))  # (e,)
-
-    def evaluate(ensemble) -> list[dict[str, float]]:
-        r2 = torch.stack([r2_score(ensemble(eval_inputs[k]), eval_targets[k]) for k in SPLITS], 1)
-        return [dict(zip([f"{s}_r2" for s in SPLITS], row)) for row in r2.tolist()]
-
-    trained = train_ensemble(ensemble, [s.train for s in specs], sample_batch, loss_fn, evaluate)
-    parameters = sum(p[0].numel() for p in ensemble.parameters())
-    return [_result(spec, t, parameters) for spec, t in zip(specs, trained)]
 
 
 EXPERIMENT = register(
