@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test clean
+.PHONY: demo test bench clean
 
 demo: $(STAMP)
 	$(BIN)/bindbench run
@@ -13,13 +13,16 @@ test: $(STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/python -m pytest
 
+bench: $(STAMP)
+	$(BIN)/bindbench bench
+
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # torch is pinned in constraints.txt (the CPU wheel); an unpinned torch pulls a CUDA build.
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt torch
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,parquet]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,parquet,ray]'
 	touch $(STAMP)
 
 clean:

@@ -32,6 +32,9 @@ def _run(capsys, *argv):
         (["report", "/no/such/folder"], ["no run store"]),
         (["export", "/no/such/folder"], ["no run store"]),
         (["run", "missing.yaml"], ["missing.yaml", "does not exist"]),
+        (["run", "--backend", "slurm"], ["slurm", "local, ray"]),
+        (["run", "--backend", "ray", "--address", "127.0.0.1:1"], ["127.0.0.1:1", "no Ray cluster"]),
+        (["run", "--backend", "ray", "--address", "nonsense"], ["nonsense", "host:port"]),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(capsys, tmp_path, monkeypatch, argv, words):

@@ -6,6 +6,7 @@ import shlex
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from bindbench.core.config import SpecError
 from bindbench.core.device import describe_device, resolve_device
 from bindbench.core.executor import execute
 from bindbench.core.plan import Job, Plan, make_plan
@@ -30,6 +31,8 @@ def run(
     out: str | Path | None = None,
     workers: int = 1,
     ensemble: bool = True,
+    backend: str = "local",
+    address: str | None = None,
     device: str = "cpu",
     seed: int | None = None,
     on_start: Callable[[list[Job]], None] | None = None,
@@ -45,6 +48,12 @@ def run(
     """
     the_plan = plan(target, profile, sets, seed)
     described = describe_device(resolve_device(device))
+    if backend not in ("local", "ray"):
+        raise SpecError(f"--backend {backend!r}: allowed are local, ray")
+    if backend == "ray":
+        from bindbench.core.ray_backend import check_backend
+
+        check_backend(address)
     folder = Path(out) if out else the_plan.default_out()
     with Store(folder) as store:
         store.set_meta(
@@ -60,6 +69,8 @@ def run(
             device=device,
             workers=workers,
             ensemble=ensemble,
+            backend=backend,
+            address=address,
             on_start=on_start,
             on_finish=on_finish,
             on_eval=on_eval,

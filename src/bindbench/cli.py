@@ -34,6 +34,8 @@ def run_command(
         False, "--no-ensemble", help="train every run alone, not as vectorized ensembles"
     ),
     device: str = typer.Option("cpu", help="cpu | cuda | cuda:N | auto"),
+    backend: str = typer.Option("local", help="local (processes here) | ray (Ray tasks)"),
+    address: str = typer.Option(None, help="Ray cluster: host:port, ray://host:port or auto"),
     seed: int = typer.Option(None, min=0, help="set the seed of every run"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or per-run lines"),
 ) -> None:
@@ -60,10 +62,14 @@ def run_command(
         total = getattr(getattr(job.spec, "train", None), "steps", None)
         if "steps" not in state:
             state["steps"] = progress.add_task("steps", total=total)
-        progress.update(state["steps"], completed=step, total=total, description=f"{job.run_id[:8]} steps")
+        progress.update(
+            state["steps"], completed=step, total=total, description=f"{job.run_id[:8]} steps", visible=True
+        )
 
     def on_finish(job, outcome) -> None:
         progress.advance(state["task"])
+        if "steps" in state:  # the next unit may be an ensemble, which reports no steps
+            progress.update(state["steps"], visible=False)
         if quiet:
             return
         label = " ".join(f"{k.split('.')[-1]}={v}" for k, v in job.label.items())
@@ -84,6 +90,8 @@ def run_command(
             out=out,
             workers=workers,
             ensemble=not no_ensemble,
+            backend=backend,
+            address=address,
             device=device,
             seed=seed,
             on_start=on_start,
@@ -153,6 +161,47 @@ def export_command(
     from bindbench.core.export import export_runs
 
     console.print(f"wrote {export_runs(folder, format_, out)}")
+
+
+@app.command("bench")
+def bench_command(
+    quick: bool = typer.Option(False, "--quick", help="fewer repeats (a smoke test, noisier)"),
+    out: Path = typer.Option(None, help="also write the figures as JSON to this file"),
+) -> None:
+    """Measure speed side by side (ensemble vs one-by-one, GFLOP/s vs peak, data cost)."""
+    import json
+
+    from bindbench.bench import run_benchmarks
+
+    results = run_benchmarks(quick=quick)
+    ens, big, small = results["ensemble"], results["mlp_1024"], results["mlp_256"]
+    table = Table("benchmark", "measured", "ratio", "target", box=None)
+    table.add_row(
+        ens["case"],
+        f"{ens['plain_ms_per_step_all_members']:.1f} ms vs {ens['ensemble_ms_per_step_all_members']:.1f} ms",
+        f"{ens['speedup']:.2f}x",
+        ens["target"],
+    )
+    for case in (big, small):
+        table.add_row(
+            case["case"],
+            f"{case['achieved_gflops']:.1f} of {case['peak_matmul_gflops']:.1f} GFLOP/s, "
+            f"{case['steps_per_second']:.2f} steps/s",
+            f"{100 * case['fraction_of_peak']:.0f}% of peak",
+            ">= 60%" if case is big else "",
+        )
+        table.add_row(
+            "  hyperteacher batch generation",
+            f"{case['data_ms_per_batch']:.2f} ms per batch",
+            f"{100 * case['data_fraction_of_step']:.2f}% of a step",
+            "< 5%",
+        )
+    console.print(table)
+    machine = results["machine"]
+    console.print(f"machine: {machine['processor']}, {machine['cores']} cores, torch {machine['torch']}")
+    if out is not None:
+        out.write_text(json.dumps(results, indent=1))
+        console.print(f"wrote {out}")
 
 
 def main(argv: list[str] | None = None) -> int:

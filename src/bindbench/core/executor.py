@@ -20,7 +20,7 @@ from multiprocessing import get_context
 import numpy as np
 import torch
 
-from bindbench.core.config import spec_json
+from bindbench.core.config import SpecError, spec_json
 from bindbench.core.device import describe_device, resolve_device, threads_per_worker
 from bindbench.core.plan import Job
 from bindbench.core.registry import Experiment
@@ -109,6 +109,8 @@ def execute(
     device: str = "cpu",
     workers: int = 1,
     ensemble: bool = True,
+    backend: str = "local",
+    address: str | None = None,
     on_start: Callable[[list[Job]], None] | None = None,
     on_finish: Callable[[Job, dict], None] | None = None,
     on_eval: Callable[[Job, int, dict], None] | None = None,
@@ -116,6 +118,8 @@ def execute(
     """Runs every job the store has not finished; returns the jobs that were run.
 
     Jobs that can train together do so as vectorized ensembles unless `ensemble` is off.
+    `backend="local"` runs them here or in `workers` processes; `backend="ray"` submits
+    them as Ray tasks to the cluster at `address` (a local instance when None).
     Callbacks: `on_start(pending)` once, `on_finish(job, outcome)` after each run, and
     `on_eval(job, step, point)` at each evaluation of single runs executed in this process.
     """
@@ -147,6 +151,14 @@ def execute(
             if on_finish is not None:
                 on_finish(job, outcome)
 
+    if backend == "ray":
+        from bindbench.core.ray_backend import run_on_ray
+
+        run_on_ray(units, device, address, start, finish)
+        return pending
+    if backend != "local":
+        raise SpecError(f"--backend {backend!r}: allowed are local, ray")
+
     workers = max(1, min(workers, len(units)))
     threads = threads_per_worker(workers)
     if workers == 1:
@@ -175,10 +187,7 @@ def execute(
                 try:
                     outcomes = future.result()
                 except BrokenProcessPool:
-                    raise WorkerDied(
-                        f"a worker process died (killed, or out of memory) during run {unit[0].run_id}; "
-                        "its runs are left unfinished: rerun the command to finish them"
-                    ) from None
+                    raise WorkerDied([unit[0].run_id]) from None
                 finish(unit, outcomes)
                 if queue:
                     submit()
@@ -191,3 +200,9 @@ def execute(
 
 class WorkerDied(RuntimeError):
     """A worker process vanished; the runs it held are left unfinished in the store."""
+
+    def __init__(self, run_ids: list[str]):
+        super().__init__(
+            f"a worker died (killed, or out of memory) during run {', '.join(run_ids)}; "
+            "its runs are left unfinished: rerun the command to finish them"
+        )

@@ -1,0 +1,140 @@
+"""`bindbench bench`: speed, measured side by side in one process and reported as ratios.
+
+(a) a vectorized ensemble of 32 small MLPs against the same 32 trained one after another;
+(b) achieved GFLOP/s of training a width-1024 depth-4 MLP against the peak matmul GFLOP/s
+    measured in the same run;
+(c) generating a hyperteacher batch as a fraction of a training step.
+Every case includes what a real run does per step: a fresh batch, forward, backward, AdamW.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+
+import torch
+
+from bindbench.core.ensemble import Ensemble, StackedAdamW
+from bindbench.core.training import make_optimizer
+from bindbench.experiments.composition import student_inputs
+from bindbench.models import MLP
+from bindbench.tasks.hyperteacher import HyperTeacher
+
+BATCH_TASKS = 128  # the reference's batch: 128 tasks x 16 samples
+
+
+def _seconds(step: Callable[[], None], repeats: int, warmup: int = 2) -> float:
+    """Median-free, simple timing: mean seconds per call after `warmup` calls."""
+    for _ in range(warmup):
+        step()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    return (time.perf_counter() - start) / repeats
+
+
+def _batch(teacher: HyperTeacher, generator: torch.Generator):
+    batch = teacher.sample(BATCH_TASKS, "train", generator)
+    return student_inputs(batch.encoding, batch.x), batch.y
+
+
+def _plain_step(model, optimizer, teacher, generator) -> Callable[[], None]:
+    def step() -> None:
+        inputs, targets = _batch(teacher, generator)
+        loss = torch.nn.functional.mse_loss(model(inputs), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def peak_matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """fp32 GFLOP/s of a large square matmul: what these cores can do at best."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return 2 * n**3 / _seconds(lambda: torch.mm(a, b), repeats) / 1e9
+
+
+def bench_ensemble(members: int = 32, width: int = 64, depth: int = 4, steps: int = 10) -> dict:
+    """(a) one ensemble step for all members against one plain step per member."""
+    teacher = HyperTeacher()
+    dim = teacher.encoding_dim + teacher.input_dim
+    models = []
+    for seed in range(members):
+        torch.manual_seed(seed)
+        models.append(MLP(dim, teacher.output_dim, width, depth))
+    generators = [torch.Generator().manual_seed(seed) for seed in range(members)]
+    plain = [_plain_step(m, make_optimizer(m, 3e-4, 3e-3), teacher, g) for m, g in zip(models, generators)]
+    plain_seconds = _seconds(lambda: [step() for step in plain], steps)
+
+    ensemble = Ensemble(models)
+    optimizer = StackedAdamW(
+        ensemble.parameters(), torch.full((members,), 3e-4), torch.full((members,), 3e-3)
+    )
+    ones = torch.ones(members)
+
+    def ensemble_step() -> None:
+        inputs, targets = zip(*(_batch(teacher, g) for g in generators))
+        losses = (ensemble(torch.stack(inputs)) - torch.stack(targets)).pow(2).mean(dim=(1, 2, 3))
+        optimizer.zero_grad()
+        losses.sum().backward()
+        optimizer.step(ones)
+
+    ensemble_seconds = _seconds(ensemble_step, steps)
+    return {
+        "case": f"ensemble of {members} MLPs (width {width}, depth {depth}) vs one after another",
+        "plain_ms_per_step_all_members": 1e3 * plain_seconds,
+        "ensemble_ms_per_step_all_members": 1e3 * ensemble_seconds,
+        "speedup": plain_seconds / ensemble_seconds,
+        "target": ">= 8x",
+    }
+
+
+def _training_flops(model: torch.nn.Module, rows: int) -> float:
+    """Forward + backward matmul FLOPs of one step: 6 x rows x weights of the Linear layers."""
+    weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    return 6.0 * rows * weights
+
+
+def bench_mlp(width: int = 1024, depth: int = 4, steps: int = 5, peak: float | None = None) -> dict:
+    """(b) achieved GFLOP/s of a training step, and (c) data generation's share of it."""
+    teacher = HyperTeacher()
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    model = MLP(teacher.encoding_dim + teacher.input_dim, teacher.output_dim, width, depth)
+    step_seconds = _seconds(_plain_step(model, make_optimizer(model, 3e-4, 3e-3), teacher, generator), steps)
+    data_seconds = _seconds(lambda: _batch(teacher, generator), 20)
+    gflops = _training_flops(model, BATCH_TASKS * teacher.num_samples) / step_seconds / 1e9
+    result = {
+        "case": f"training step, MLP width {width} depth {depth}, batch 128 tasks x 16 samples",
+        "ms_per_step": 1e3 * step_seconds,
+        "steps_per_second": 1 / step_seconds,
+        "achieved_gflops": gflops,
+        "data_ms_per_batch": 1e3 * data_seconds,
+        "data_fraction_of_step": data_seconds / step_seconds,
+    }
+    if peak is not None:
+        result["peak_matmul_gflops"] = peak
+        result["fraction_of_peak"] = gflops / peak
+    return result
+
+
+def run_benchmarks(quick: bool = False) -> dict:
+    """Runs (a), (b) and (c) on all cores of this machine; returns plain data."""
+    torch.set_num_threads(os.cpu_count() or 1)
+    peak = peak_matmul_gflops()
+    steps = 3 if quick else 10
+    return {
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        },
+        "ensemble": bench_ensemble(steps=steps),
+        "mlp_1024": bench_mlp(1024, 4, steps=max(2, steps // 2), peak=peak),
+        "mlp_256": bench_mlp(256, 4, steps=steps, peak=peak),
+    }

@@ -1,0 +1,15 @@
+from bindbench.bench import _training_flops, bench_ensemble, bench_mlp
+from bindbench.models import MLP
+
+
+def test_training_flops_count_six_per_weight_and_row():
+    model = MLP(3, 2, width=4, depth=2)  # weights: 3*4 + 4*4 + 4*2 = 36
+    assert _training_flops(model, rows=10) == 6 * 10 * 36
+
+
+def test_benchmarks_report_side_by_side_ratios():  # a smoke test: tiny sizes, no speed claims
+    ens = bench_ensemble(members=3, width=8, depth=1, steps=1)
+    assert ens["speedup"] == ens["plain_ms_per_step_all_members"] / ens["ensemble_ms_per_step_all_members"]
+    mlp = bench_mlp(width=16, depth=1, steps=1, peak=100.0)
+    assert mlp["fraction_of_peak"] == mlp["achieved_gflops"] / 100.0
+    assert 0 < mlp["data_fraction_of_step"]
