@@ -9,6 +9,7 @@ Every case includes what a real run does per step: a fresh batch, forward, backw
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import time
@@ -26,7 +27,7 @@ BATCH_TASKS = 128  # the reference's batch: 128 tasks x 16 samples
 
 
 def _seconds(step: Callable[[], None], repeats: int, warmup: int = 2) -> float:
-    """Median-free, simple timing: mean seconds per call after `warmup` calls."""
+    """Mean seconds per call, after `warmup` calls."""
     for _ in range(warmup):
         step()
     start = time.perf_counter()
@@ -35,14 +36,14 @@ def _seconds(step: Callable[[], None], repeats: int, warmup: int = 2) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def _batch(teacher: HyperTeacher, generator: torch.Generator):
-    batch = teacher.sample(BATCH_TASKS, "train", generator)
+def _batch(teacher: HyperTeacher, generator: torch.Generator, tasks: int = BATCH_TASKS):
+    batch = teacher.sample(tasks, "train", generator)
     return student_inputs(batch.encoding, batch.x), batch.y
 
 
-def _plain_step(model, optimizer, teacher, generator) -> Callable[[], None]:
+def _plain_step(model, optimizer, teacher, generator, tasks: int = BATCH_TASKS) -> Callable[[], None]:
     def step() -> None:
-        inputs, targets = _batch(teacher, generator)
+        inputs, targets = _batch(teacher, generator, tasks)
         loss = torch.nn.functional.mse_loss(model(inputs), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -51,15 +52,19 @@ def _plain_step(model, optimizer, teacher, generator) -> Callable[[], None]:
     return step
 
 
-def peak_matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
-    """fp32 GFLOP/s of a large square matmul: what these cores can do at best."""
+def peak_matmul_gflops(n: int = 2048, repeats: int = 5, rounds: int = 4) -> float:
+    """fp32 GFLOP/s of a large square matmul, best of `rounds`: what these cores can do."""
     a, b = torch.randn(n, n), torch.randn(n, n)
-    return 2 * n**3 / _seconds(lambda: torch.mm(a, b), repeats) / 1e9
+    best = min(_seconds(lambda: torch.mm(a, b), repeats) for _ in range(rounds))
+    return 2 * n**3 / best / 1e9
 
 
-def bench_ensemble(members: int = 32, width: int = 64, depth: int = 4, steps: int = 10) -> dict:
+def bench_ensemble(
+    members: int = 32, width: int = 64, depth: int = 4, steps: int = 10, batch_tasks: int = BATCH_TASKS
+) -> dict:
     """(a) one ensemble step for all members against one plain step per member."""
     teacher = HyperTeacher()
+    batch = functools.partial(_batch, tasks=batch_tasks)
     dim = teacher.encoding_dim + teacher.input_dim
     models = []
     for seed in range(members):
@@ -76,7 +81,7 @@ def bench_ensemble(members: int = 32, width: int = 64, depth: int = 4, steps: in
     ones = torch.ones(members)
 
     def ensemble_step() -> None:
-        inputs, targets = zip(*(_batch(teacher, g) for g in generators))
+        inputs, targets = zip(*(batch(teacher, g) for g in generators))
         losses = (ensemble(torch.stack(inputs)) - torch.stack(targets)).pow(2).mean(dim=(1, 2, 3))
         optimizer.zero_grad()
         losses.sum().backward()
@@ -84,7 +89,8 @@ def bench_ensemble(members: int = 32, width: int = 64, depth: int = 4, steps: in
 
     ensemble_seconds = _seconds(ensemble_step, steps)
     return {
-        "case": f"ensemble of {members} MLPs (width {width}, depth {depth}) vs one after another",
+        "case": f"ensemble of {members} MLPs (width {width}, depth {depth}, {batch_tasks} tasks x 16 "
+        "per step) vs one after another",
         "plain_ms_per_step_all_members": 1e3 * plain_seconds,
         "ensemble_ms_per_step_all_members": 1e3 * ensemble_seconds,
         "speedup": plain_seconds / ensemble_seconds,
@@ -135,6 +141,8 @@ def run_benchmarks(quick: bool = False) -> dict:
             "threads": torch.get_num_threads(),
         },
         "ensemble": bench_ensemble(steps=steps),
+        # where per-call overhead, not arithmetic, dominates: what ensembles are for
+        "ensemble_small": bench_ensemble(width=16, depth=2, batch_tasks=16, steps=steps),
         "mlp_1024": bench_mlp(1024, 4, steps=max(2, steps // 2), peak=peak),
         "mlp_256": bench_mlp(256, 4, steps=steps, peak=peak),
     }
