@@ -1,0 +1,188 @@
+"""Neurons versus modules: how does the width an MLP needs grow with the number of modules?
+
+Redhardt, Akram & Schug (2025) prove that a number of neurons linear in the number of
+modules M suffices to approximate the hyperteacher family. Empirically: for each M (K,
+coverage and step budget fixed), find the smallest width whose OOD R^2 reaches a
+threshold, by doubling the width until it passes and then bisecting between the last
+failing and the first passing width. One run is one search; the report fits a power law
+width = a M^b across M (b near 1 is linear, not exponential).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import numpy as np
+from matplotlib.figure import Figure
+from pydantic import Field, model_validator
+
+from bindbench.core.config import Spec
+from bindbench.core.registry import Experiment, RunResult, register
+from bindbench.core.report import Plot
+from bindbench.core.training import TrainSpec
+from bindbench.experiments import composition
+from bindbench.experiments.composition import CompositionSpec, HyperTeacherSpec, MLPSpec
+
+
+class NeuronsSpec(Spec):
+    seed: int = Field(0, ge=0, description="teacher, split, initialization and data")
+    task: HyperTeacherSpec = HyperTeacherSpec(frac_ood=0.5)
+    depth: int = Field(2, ge=1, description="hidden layers of every MLP tried")
+    train: TrainSpec = TrainSpec()
+    eval_tasks: int = Field(1024, ge=2, description="tasks in each of the ID and OOD sets")
+    threshold: float = Field(0.8, gt=0, le=1, description="OOD R^2 a width must reach")
+    start_width: int = Field(8, ge=1, description="first width of the doubling grid")
+    max_width: int = Field(1024, ge=1, description="give up above this width")
+    refinements: int = Field(2, ge=0, description="bisection steps between fail and pass")
+
+    @model_validator(mode="after")
+    def _widths_in_order(self) -> NeuronsSpec:
+        if self.max_width < self.start_width:
+            raise ValueError(f"max_width={self.max_width} must be >= start_width={self.start_width}")
+        return self
+
+
+def _ood_r2(spec: NeuronsSpec, width: int, ctx) -> dict:
+    run_spec = CompositionSpec(
+        seed=spec.seed,
+        task=spec.task,
+        model=MLPSpec(width=width, depth=spec.depth),
+        train=spec.train,
+        eval_tasks=spec.eval_tasks,
+    )
+    ((_, _, trained),) = composition.fit([run_spec], ctx)
+    return {"width": width, "diverged": trained.diverged, **trained.final}
+
+
+def search(passes, start: int, maximum: int, refinements: int) -> tuple[int | None, list]:
+    """The smallest passing width on the doubling grid from `start`, refined by bisection.
+
+    `passes(width) -> bool`. Returns (width or None if even `maximum` fails, widths tried).
+    """
+    tried = []
+    failing, width = None, start
+    while width <= maximum:
+        tried.append(width)
+        if passes(width):
+            break
+        failing, width = width, width * 2
+    else:
+        return None, tried
+    passing = width
+    for _ in range(refinements):
+        if failing is None or passing - failing <= 1:
+            break
+        middle = (failing + passing) // 2
+        tried.append(middle)
+        if passes(middle):
+            passing = middle
+        else:
+            failing = middle
+    return passing, tried
+
+
+def run(spec: NeuronsSpec, ctx) -> RunResult:
+    trials = []
+
+    def passes(width: int) -> bool:
+        trials.append(_ood_r2(spec, width, ctx))
+        return trials[-1].get("ood_r2", -math.inf) >= spec.threshold
+
+    width, _ = search(passes, spec.start_width, spec.max_width, spec.refinements)
+    metrics = {
+        "min_width": float(width) if width is not None else math.nan,
+        "reached": float(width is not None),
+        "widths_tried": float(len(trials)),
+        "best_ood_r2": max((t.get("ood_r2", -math.inf) for t in trials), default=math.nan),
+    }
+    return RunResult(metrics=metrics, extra={"trials": trials})
+
+
+def power_law(modules: list[float], widths: list[float]) -> tuple[float, float]:
+    """Least-squares fit of log width = log a + b log M; returns (a, b)."""
+    slope, intercept = np.polyfit(np.log(modules), np.log(widths), 1)
+    return float(np.exp(intercept)), float(slope)
+
+
+def width_plot(runs: list[dict]) -> Plot | None:
+    by_m = defaultdict(list)
+    for r in runs:
+        if r["status"] == "done" and r["metrics"].get("reached") == 1.0:
+            by_m[r["spec"]["task"]["num_modules"]].append(r["metrics"]["min_width"])
+    if len(by_m) < 2:
+        return None
+    modules = sorted(by_m)
+    means = [float(np.mean(by_m[m])) for m in modules]
+    a, b = power_law(modules, means)
+    fig = Figure(figsize=(5, 3.6), layout="constrained")
+    ax = fig.subplots()
+    for m in modules:
+        ax.scatter([m] * len(by_m[m]), by_m[m], color="k", s=10, alpha=0.4)
+    ax.plot(modules, means, "o", label="mean minimal width")
+    grid = np.linspace(min(modules), max(modules), 50)
+    ax.plot(grid, a * grid**b, "--", label=f"fit: {a:.1f} M^{b:.2f}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log", base=2)
+    ax.set_xticks(modules, [str(m) for m in modules])
+    ax.minorticks_off()
+    ax.set_xlabel("modules M")
+    ax.set_ylabel("smallest width reaching the threshold")
+    ax.set_title(f"width ~ M^{b:.2f} (linear in M: exponent 1)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    data = {"modules": modules, "mean_min_width": means, "per_seed": dict(by_m), "a": a, "exponent": b}
+    return Plot("minimal width against modules", fig, data)
+
+
+def plots(runs: list[dict]) -> list[Plot]:
+    plot = width_plot(runs)
+    return [plot] if plot is not None else []
+
+
+def check(spec: NeuronsSpec) -> None:
+    composition.check(CompositionSpec(seed=spec.seed, task=spec.task))
+
+
+EXPERIMENT = register(
+    Experiment(
+        name="neurons",
+        title="Neurons versus modules: the smallest width that generalizes, as M grows",
+        spec=NeuronsSpec,
+        run=run,
+        check=check,
+        plots=plots,
+        profiles={
+            # About 6 minutes on 2 CPU cores.
+            "quick": {
+                "task.num_modules": [4, 8, 12, 16],
+                "task.frac_ood": 0.5,
+                "threshold": 0.7,
+                "train.steps": 1500,
+                "train.eval_every": 1500,
+                "eval_tasks": 512,
+            },
+            # About an hour on 2 CPU cores.
+            "full": {
+                "task.num_modules": [4, 8, 12, 16],
+                "task.frac_ood": 0.5,
+                "threshold": 0.8,
+                "train.steps": 4000,
+                "train.eval_every": 4000,
+                "seed": [0, 1, 2],
+            },
+            "paper": {
+                "task.num_modules": [4, 8, 12, 16, 20, 24, 28],
+                "task.frac_ood": 0.5,
+                "threshold": 0.9,
+                "depth": 4,
+                "max_width": 8192,
+                "train.steps": 100000,
+                "train.eval_every": 100000,
+                "seed": [1, 2, 3],
+            },
+        },
+        columns=("task.num_modules", "task.num_hot", "task.frac_ood", "threshold", "seed"),
+        metrics=("min_width", "reached", "best_ood_r2", "widths_tried"),
+    )
+)
