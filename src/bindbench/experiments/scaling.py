@@ -205,6 +205,12 @@ def plots(runs: list[dict]) -> list[Plot]:
 
 CONTROLS = ["non_compositional", "pseudo_random_disconnected"]
 
+
+def with_controls(main: dict, controls_at: float) -> list[dict]:
+    """A profile: the main sweep (random support) and the two controls at one coverage."""
+    return [main, {**main, "task.frac_ood": controls_at, "task.support": CONTROLS}]
+
+
 EXPERIMENT = register(
     Experiment(
         name="scaling",
@@ -217,7 +223,7 @@ EXPERIMENT = register(
         plots=plots,
         profiles={
             # About 2 minutes on 2 CPU cores: 3 widths x 2 coverages, and the two controls.
-            "quick": [
+            "quick": with_controls(
                 {
                     "model.width": [16, 64, 256],
                     "model.depth": 2,
@@ -225,17 +231,10 @@ EXPERIMENT = register(
                     "train.steps": 1500,
                     "train.eval_every": 500,
                 },
-                {
-                    "model.width": [16, 64, 256],
-                    "model.depth": 2,
-                    "task.frac_ood": 0.5,
-                    "task.support": CONTROLS,
-                    "train.steps": 1500,
-                    "train.eval_every": 500,
-                },
-            ],
-            # 5 widths x 4 coverages x 3 seeds, plus the controls: under an hour on 2 CPU cores.
-            "full": [
+                controls_at=0.5,
+            ),
+            # 5 widths x 4 coverages x 3 seeds, plus the controls: about an hour on 2 CPU cores.
+            "full": with_controls(
                 {
                     "model.width": [32, 64, 128, 256, 512],
                     "model.depth": 2,
@@ -244,18 +243,10 @@ EXPERIMENT = register(
                     "train.eval_every": 500,
                     "seed": [0, 1, 2],
                 },
-                {
-                    "model.width": [32, 64, 128, 256, 512],
-                    "model.depth": 2,
-                    "task.frac_ood": 0.75,
-                    "task.support": CONTROLS,
-                    "train.steps": 3000,
-                    "train.eval_every": 500,
-                    "seed": [0, 1, 2],
-                },
-            ],
+                controls_at=0.75,
+            ),
             # The reference's sweeps at M=16, K=3 (model and data axes, 100k steps): GPU.
-            "paper": [
+            "paper": with_controls(
                 {
                     "model.width": [128, 256, 512, 1024, 2048],
                     "model.depth": [2, 4],
@@ -264,16 +255,8 @@ EXPERIMENT = register(
                     "train.eval_every": 10000,
                     "seed": [1, 2, 3],
                 },
-                {
-                    "model.width": [128, 256, 512, 1024, 2048],
-                    "model.depth": 4,
-                    "task.frac_ood": 0.25,
-                    "task.support": CONTROLS,
-                    "train.steps": 100000,
-                    "train.eval_every": 10000,
-                    "seed": [1, 2, 3],
-                },
-            ],
+                controls_at=0.25,
+            ),
         },
         columns=("model.width", "model.depth", "task.frac_ood", "task.support", "seed"),
         metrics=("ood_r2", "decodability_r2", "id_r2", "task_spearman", "train_loss"),
