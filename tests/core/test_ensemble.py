@@ -5,7 +5,7 @@ from bindbench.core.ensemble import Ensemble, StackedAdamW
 from bindbench.core.executor import RunContext, units_of
 from bindbench.core.plan import make_plan
 from bindbench.core.training import make_optimizer
-from bindbench.experiments.composition import run, run_group
+from bindbench.experiments.composition import run, run_group, step_flops
 from bindbench.models import MLP
 
 
@@ -76,3 +76,11 @@ def test_runs_are_grouped_by_shape_unless_ensembles_are_off(tiny):
     assert sorted(len(u) for u in units_of(jobs)) == [3, 3]
     assert all(len(u) == 1 for u in units_of(jobs, ensemble=False))
     assert sorted(len(u) for u in units_of(jobs, max_members=2)) == [1, 1, 2, 2]
+
+
+def test_on_a_cpu_only_runs_small_enough_to_gain_are_stacked(tiny):
+    jobs = make_plan("composition", sets=[*tiny, "seed=[0,1]", "model.width=[8,1024]"]).jobs
+    wide = [j for j in jobs if j.spec.model.width == 1024]
+    assert step_flops(wide[0].spec) == 6 * 8 * 16 * ((6 + 16) * 1024 + 1024 * 16)
+    assert sorted(len(u) for u in units_of(jobs)) == [1, 1, 2]  # the wide runs train alone
+    assert sorted(len(u) for u in units_of(jobs, device="cuda")) == [2, 2]

@@ -89,16 +89,25 @@ def run_unit(
     return [{**outcome, "seconds": seconds, "device": described} for outcome in outcomes]
 
 
-def units_of(jobs: list[Job], ensemble: bool = True, max_members: int = 64) -> list[list[Job]]:
+# Above this many training FLOPs per run and step, a plain step on a CPU is bound by
+# arithmetic and stacking runs gains nothing (BENCHMARKS.md: 4.5x at ~1.6 MFLOP per member
+# step, 1.1x at 189 MFLOP, and slower than one by one at width 256); such runs train alone.
+# On a GPU, small models are bound by kernel launches, so they are always stacked.
+CPU_ENSEMBLE_MAX_FLOPS = 2e7
+
+
+def units_of(
+    jobs: list[Job], ensemble: bool = True, max_members: int = 64, device: str = "cpu"
+) -> list[list[Job]]:
     """Groups jobs into units of work: runs of one experiment with one `group_key` form an
-    ensemble (up to `max_members`), every other job is a unit of its own."""
+    ensemble (up to `max_members`) where that pays on `device`; every other job is alone."""
     groups: dict[tuple, list[Job]] = {}
     for job in jobs:
         experiment = job.experiment
-        if ensemble and experiment.run_group is not None and experiment.group_key is not None:
-            key: tuple = (experiment.name, experiment.group_key(job.spec))
-        else:
-            key = (job.run_id,)
+        stackable = ensemble and experiment.run_group is not None and experiment.group_key is not None
+        if stackable and device == "cpu" and experiment.step_flops is not None:
+            stackable = experiment.step_flops(job.spec) <= CPU_ENSEMBLE_MAX_FLOPS
+        key = (experiment.name, experiment.group_key(job.spec)) if stackable else (job.run_id,)
         groups.setdefault(key, []).append(job)
     return [jobs[i : i + max_members] for jobs in groups.values() for i in range(0, len(jobs), max_members)]
 
@@ -129,7 +138,7 @@ def execute(
     info = versions()
     if on_start is not None:
         on_start(pending)
-    units = units_of(pending, ensemble)
+    units = units_of(pending, ensemble, device=resolve_device(device).type)
 
     def start(unit: list[Job]) -> list[dict]:
         for job in unit:

@@ -36,7 +36,9 @@ class Experiment:
     the first of which is the headline (plotted against swept settings).
     `plots(runs) -> [report.Plot]` adds experiment-specific figures to the report.
     `run_group(specs, ctx) -> [RunResult]` trains runs with equal `group_key(spec)` together
-    as one vectorized ensemble, each result equal to what `run` would give alone.
+    as one vectorized ensemble, each result equal to what `run` would give alone;
+    `step_flops(spec)` (training FLOPs of one step) lets the executor stack only where
+    that pays.
     """
 
     name: str
@@ -50,6 +52,7 @@ class Experiment:
     plots: Callable[[list[dict]], list] | None = None
     run_group: Callable[..., list[RunResult]] | None = None
     group_key: Callable[[Spec], str] | None = None
+    step_flops: Callable[[Spec], float] | None = None
 
 
 @dataclass(frozen=True)

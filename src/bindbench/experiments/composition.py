@@ -173,6 +173,15 @@ def run(spec: CompositionSpec, ctx) -> RunResult:
     return _result(trained, _parameters(model))
 
 
+def step_flops(spec: CompositionSpec) -> float:
+    """Forward + backward matmul FLOPs of one training step: 6 x rows x weights."""
+    task, model = spec.task, spec.model
+    encoding = 50 * (task.input_dim + task.output_dim) if task.encoding == "fewshot" else task.num_modules
+    dims = [encoding + task.input_dim] + [model.width] * model.depth + [task.output_dim]
+    weights = sum(a * b for a, b in zip(dims[:-1], dims[1:]))
+    return 6.0 * spec.train.batch_size * task.num_samples * weights
+
+
 def run_group(specs: list[CompositionSpec], ctx) -> list[RunResult]:
     """Trains runs of one `group_key` as one vectorized ensemble; results as if run alone."""
     return [_result(trained, _parameters(model)) for _, model, trained in fit(specs, ctx)]
@@ -199,6 +208,7 @@ EXPERIMENT = register(
         check=check,
         run_group=run_group,
         group_key=group_key,
+        step_flops=step_flops,
         profiles={
             # Width at low coverage (5% of the 696 combinations): OOD R^2 should rise with
             # width. About 1.5 minutes on 2 CPU cores.

@@ -219,6 +219,7 @@ EXPERIMENT = register(
         run=run,
         run_group=run_group,
         group_key=composition.group_key,
+        step_flops=composition.step_flops,
         check=composition.check,
         plots=plots,
         profiles={
