@@ -64,6 +64,24 @@ class TrainResult:
     seconds: float = 0.0
 
 
+def _due(done: int, spec: TrainSpec) -> bool:
+    """Whether an evaluation follows step `done` (every eval_every steps, and at the end)."""
+    return done % spec.eval_every == 0 or done == spec.steps
+
+
+def _diverged(result: TrainResult, done: int) -> None:
+    result.diverged, result.steps = True, done
+    result.curve.append({"step": done, "train_loss": float("nan")})
+
+
+def _close(result: TrainResult, seconds: float) -> TrainResult:
+    """Sets the run's time and its final metrics (the last evaluation, if it did not diverge)."""
+    result.seconds = seconds
+    if result.curve and not result.diverged:
+        result.final = {k: v for k, v in result.curve[-1].items() if k not in ("step", "lr", "seconds")}
+    return result
+
+
 def train(
     model: torch.nn.Module,
     spec: TrainSpec,
@@ -109,19 +127,14 @@ def train(
         window_loss = detached if window_loss is None else window_loss + detached
         window_steps += 1
         done = step + 1
-        if done % spec.eval_every == 0 or done == spec.steps:
+        if _due(done, spec):
             if not math.isfinite(float(window_loss)):
-                result.diverged = True
-                result.steps = done
-                result.curve.append({"step": done, "train_loss": float("nan")})
+                _diverged(result, done)
                 break
             record(done)
             window_loss, window_steps = None, 0
         result.steps = done
-    result.seconds = time.perf_counter() - start
-    if result.curve and not result.diverged:
-        result.final = {k: v for k, v in result.curve[-1].items() if k not in ("step", "lr", "seconds")}
-    return result
+    return _close(result, time.perf_counter() - start)
 
 
 def train_ensemble(
@@ -174,7 +187,7 @@ def train_ensemble(
         window_loss += losses.detach()
         window_steps += 1
         done = step + 1
-        if done % first.eval_every and done != first.steps:
+        if not _due(done, first):
             continue
         finite = torch.isfinite(window_loss).tolist()
         ensemble.eval()
@@ -186,8 +199,7 @@ def train_ensemble(
             if result.diverged:
                 continue
             if not finite[member]:
-                result.diverged, result.steps = True, done
-                result.curve.append({"step": done, "train_loss": float("nan")})
+                _diverged(result, done)
                 alive[member] = 0.0
                 continue
             point = {"step": done, **points[member], "train_loss": float(window_loss[member]) / window_steps}
@@ -200,8 +212,4 @@ def train_ensemble(
         if not alive.any():
             break
     seconds = time.perf_counter() - start
-    for result in results:
-        result.seconds = seconds
-        if result.curve and not result.diverged:
-            result.final = {k: v for k, v in result.curve[-1].items() if k not in ("step", "lr", "seconds")}
-    return results
+    return [_close(result, seconds) for result in results]
