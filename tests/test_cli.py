@@ -33,6 +33,7 @@ def _run(capsys, *argv):
         (["export", "/no/such/folder"], ["no run store"]),
         (["run", "missing.yaml"], ["missing.yaml", "does not exist"]),
         (["run", "--backend", "slurm"], ["slurm", "local, ray"]),
+        (["run", "composition", "--out", "/dev/null/x"], ["/dev/null/x", "cannot make"]),
         (["run", "--backend", "ray", "--address", "127.0.0.1:1"], ["127.0.0.1:1", "no Ray cluster"]),
         (["run", "--backend", "ray", "--address", "nonsense"], ["nonsense", "host:port"]),
     ],
@@ -69,6 +70,8 @@ def test_run_then_report_and_export(capsys, tmp_path, tiny):
     assert table[0]["metrics.ood_r2"] == float(rows[0]["metrics.ood_r2"])
     code, _, err = _run(capsys, "export", str(out), "--format", "xlsx")
     assert code == 2 and "csv" in err
+    code, _, err = _run(capsys, "export", str(out), "--out", str(tmp_path / "nowhere" / "x.csv"))
+    assert code == 2 and "does not exist" in err and len(err.strip().splitlines()) == 1
 
 
 def test_list_names_the_experiments_suites_and_profiles(capsys):

@@ -216,6 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     except WorkerDied as err:
         print(f"bindbench: error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:  # a path that cannot be read or written: the user's to fix
+        where = f": {err.filename}" if err.filename else ""
+        print(f"bindbench: error: {err.strerror or err}{where}", file=sys.stderr)
+        return 2
     except (typer.Abort, KeyboardInterrupt):
         print("bindbench: interrupted; finished runs are kept, rerun to finish the rest", file=sys.stderr)
         return 130

@@ -31,6 +31,8 @@ def export_runs(folder: str | Path, fmt: str, out: str | Path | None = None) -> 
         raise SpecError(f"--format {fmt!r}: allowed are {', '.join(FORMATS)}")
     rows = runs_table(folder)
     path = Path(out) if out else Path(folder) / f"runs.{fmt}"
+    if not path.parent.is_dir():
+        raise SpecError(f"--out {path}: the folder {path.parent} does not exist")
     columns = list(dict.fromkeys(key for row in rows for key in row))
     tmp = path.with_name(path.name + ".tmp")
     if fmt == "csv":

@@ -56,7 +56,10 @@ class Store:
         if not create and not self.path.is_file():
             raise SpecError(f"{self.folder} holds no run store ({DB_NAME} is missing)")
         if create:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise SpecError(f"cannot make the output folder {self.folder}: {err.strerror}") from None
         try:
             self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
