@@ -20,7 +20,7 @@ from multiprocessing import get_context
 import numpy as np
 import torch
 
-from bindbench.core.config import SpecError, spec_json
+from bindbench.core.config import spec_json
 from bindbench.core.device import describe_device, resolve_device, threads_per_worker
 from bindbench.core.plan import Job
 from bindbench.core.registry import Experiment
@@ -165,8 +165,6 @@ def execute(
 
         run_on_ray(units, device, address, start, finish)
         return pending
-    if backend != "local":
-        raise SpecError(f"--backend {backend!r}: allowed are local, ray")
 
     workers = max(1, min(workers, len(units)))
     threads = threads_per_worker(workers)

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from pydantic import Field
 from scipy import stats
 
+from bindbench.core.config import get_path
 from bindbench.core.metrics import r2_score
 from bindbench.core.probes import capture, features, r2_per_target, ridge_fit
 from bindbench.core.registry import Experiment, RunResult, register
@@ -95,10 +96,7 @@ def run_group(specs: list[ScalingSpec], ctx) -> list[RunResult]:
 
 
 def _get(run: dict, path: str):
-    node = run["spec"]
-    for part in path.split("."):
-        node = node[part]
-    return node
+    return get_path(run["spec"], path)
 
 
 def _done(runs: list[dict]) -> list[dict]:
