@@ -163,6 +163,26 @@ def export_command(
     console.print(f"wrote {export_runs(folder, format_, out)}")
 
 
+data_app = typer.Typer(no_args_is_help=True, help="Write a benchmark's data as files.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("scan")
+def data_scan_command(
+    split: str = typer.Option("simple", help="a SCAN split, e.g. simple, length, addprim_jump"),
+    out: Path = typer.Option(..., help="folder for tasks_train_<split>.txt and tasks_test_<split>.txt"),
+    seed: int = typer.Option(0, min=0, help="seed of the random simple split"),
+) -> None:
+    """Write a SCAN split in the original file format (IN: <command> OUT: <actions>)."""
+    from bindbench.tasks import scan
+
+    if split not in scan.SPLITS:
+        raise SpecError(f"split={split!r} is not a SCAN split; choose from {', '.join(scan.SPLITS)}")
+    made = scan.make_split(split, seed)
+    for path, rows in zip(scan.write_split(made, out), (made.train, made.test)):
+        console.print(f"wrote {path} ({len(rows)} rows)")
+
+
 @app.command("bench")
 def bench_command(
     quick: bool = typer.Option(False, "--quick", help="fewer repeats (a smoke test, noisier)"),

@@ -89,11 +89,13 @@ def train(
     loss_fn: Callable[[torch.nn.Module, tuple], torch.Tensor],
     evaluate: Callable[[torch.nn.Module], dict[str, float]],
     on_eval: Callable[[int, dict], None] | None = None,
+    clip_norm: float | None = None,
 ) -> TrainResult:
     """Trains `model` in place and returns its learning curve and final evaluation.
 
     `sample_batch(step)` gives a batch, `loss_fn(model, batch)` a scalar loss and
-    `evaluate(model)` a dict of metrics (called under no_grad in eval mode).
+    `evaluate(model)` a dict of metrics (called under no_grad in eval mode). `clip_norm`
+    clips the global gradient norm before each step.
     """
     optimizer = make_optimizer(model, spec.lr, spec.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, spec))
@@ -121,6 +123,8 @@ def train(
         loss = loss_fn(model, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
         optimizer.step()
         schedule.step()
         detached = loss.detach()

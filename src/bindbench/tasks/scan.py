@@ -177,8 +177,9 @@ def write_split(split: Split, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for rows, name in zip((split.train, split.test), file_names(split.name)):
-        path = folder / name
-        path.write_text("".join(e.line() + "\n" for e in rows))
+        path, partial = folder / name, folder / f".{name}.partial"
+        partial.write_text("".join(e.line() + "\n" for e in rows))
+        partial.replace(path)  # a file is there whole or not at all
         paths.append(path)
     return paths
 

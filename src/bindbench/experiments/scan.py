@@ -1,0 +1,336 @@
+"""Composition on SCAN (Lake & Baroni 2018): seq2seq networks learn the random split and fail
+on held-out compositions (add-jump) and on longer outputs (length).
+
+One run trains one model (Transformer or LSTM with attention) on one split and scores
+greedy decoding on that split's test commands: exact-match sequence accuracy (the
+published metric), token accuracy, and exact match by output length.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import defaultdict
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from pydantic import Field, model_validator
+
+from bindbench.core.config import Spec
+from bindbench.core.registry import Experiment, RunResult, register
+from bindbench.core.report import Plot
+from bindbench.core.training import TrainSpec, train
+from bindbench.models import LSTMSeq2Seq, TransformerSeq2Seq
+from bindbench.tasks import scan
+
+# Exact-match test accuracy (%) published for seq2seq RNNs, research note section 1.5
+REFERENCE = {
+    "simple": (99.7, "Lake & Baroni 2018, overall-best RNN"),
+    "length": (13.8, "Lake & Baroni 2018, overall-best RNN (best 20.8)"),
+    "addprim_jump": (0.08, "Lake & Baroni 2018, overall-best RNN (best 1.2)"),
+    "addprim_turn_left": (90.0, "Lake & Baroni 2018, about 90 (best 90.3)"),
+    "template_around_right": (2.5, "Loula et al. 2018, RNN about 0-2.5"),
+}
+
+
+class Seq2SeqSpec(Spec):
+    kind: Literal["transformer", "lstm"] = "transformer"
+    d_model: int = Field(128, ge=2, description="model width (LSTM: hidden units)")
+    layers: int = Field(2, ge=1, description="layers of the encoder and of the decoder")
+    heads: int = Field(4, ge=1, description="attention heads (transformer)")
+    ff: int = Field(256, ge=1, description="feed-forward units (transformer)")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout")
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> Seq2SeqSpec:
+        if self.kind == "transformer" and self.d_model % self.heads:
+            raise ValueError(f"model.d_model={self.d_model} must be a multiple of model.heads={self.heads}")
+        return self
+
+
+class ScanTrainSpec(TrainSpec):
+    steps: int = Field(3000, ge=1, description="optimizer steps")
+    batch_size: int = Field(64, ge=1, description="commands per step, drawn with replacement")
+    lr: float = Field(1e-3, gt=0, description="peak learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW decay, on >=2-D parameters only")
+    warmup_steps: int = Field(200, ge=0, description="linear warm-up from 0 to lr")
+    eval_every: int = Field(1000, ge=1, description="steps between evaluations")
+    clip_norm: float | None = Field(5.0, gt=0, description="clip of the gradient norm (null: none)")
+
+
+class ScanSpec(Spec):
+    seed: int = Field(0, ge=0, description="initialization, data order, and the simple split")
+    split: str = Field("simple", description=f"one of {', '.join(scan.SPLITS)} (any name with from_file)")
+    from_file: str | None = Field(
+        None, description="folder with tasks_{train,test}_<split>.txt to use instead of the generator"
+    )
+    model: Seq2SeqSpec = Seq2SeqSpec()
+    train: ScanTrainSpec = ScanTrainSpec()
+    eval_subset: int = Field(
+        512, ge=1, description="test commands scored at intermediate evaluations (the last scores all)"
+    )
+
+    @model_validator(mode="after")
+    def _known_split(self) -> ScanSpec:
+        if self.from_file is None and self.split not in scan.SPLITS:
+            raise ValueError(
+                f"split={self.split!r} is not a SCAN split; choose from {', '.join(scan.SPLITS)}"
+            )
+        return self
+
+
+_generated = functools.lru_cache(maxsize=16)(scan.make_split)
+
+
+def load_split(split: str, from_file: str | None, seed: int) -> scan.Split:
+    """The split a run trains and tests on: generated, or read from the user's files
+    (read afresh each time: a file may change between runs)."""
+    if from_file is None:
+        return _generated(split, seed)
+    train_name, test_name = scan.file_names(split)
+    paths = [Path(from_file) / train_name, Path(from_file) / test_name]
+    for path in paths:
+        if not path.is_file():
+            raise ValueError(f"from_file: {path} does not exist")
+    return scan.read_split(*paths, name=split)
+
+
+def check(spec: ScanSpec) -> None:
+    load_split(spec.split, spec.from_file, spec.seed)  # a missing or malformed file fails here
+
+
+def make_model(spec: Seq2SeqSpec) -> torch.nn.Module:
+    vocab = (len(scan.SOURCE_VOCAB), len(scan.TARGET_VOCAB))
+    ids = {"pad": scan.PAD, "bos": scan.BOS, "eos": scan.EOS}
+    if spec.kind == "lstm":
+        return LSTMSeq2Seq(*vocab, hidden=spec.d_model, layers=spec.layers, dropout=spec.dropout, **ids)
+    return TransformerSeq2Seq(
+        *vocab,
+        d_model=spec.d_model,
+        heads=spec.heads,
+        layers=spec.layers,
+        ff=spec.ff,
+        dropout=spec.dropout,
+        **ids,
+    )
+
+
+def _trim(source: torch.Tensor, target: torch.Tensor):
+    """Drops the columns that are padding in every row of this batch."""
+    return source[:, : int((source != scan.PAD).sum(1).max())], target[
+        :, : int((target != scan.PAD).sum(1).max())
+    ]
+
+
+def sequence_loss(model, batch) -> torch.Tensor:
+    """Teacher forcing: cross-entropy of each next target token, padding ignored."""
+    source, target = batch
+    logits = model(source, target[:, :-1])  # (b, t, v)
+    return torch.nn.functional.cross_entropy(logits.transpose(1, 2), target[:, 1:], ignore_index=scan.PAD)
+
+
+def score(model, source: torch.Tensor, target: torch.Tensor, batch: int = 1024) -> dict:
+    """Greedy decoding against the targets: per-command exact match (bool) and tokens right.
+
+    A prediction is exact when every target token and the <eos> after them are right;
+    token accuracy counts, position by position, the target tokens (and <eos>) matched."""
+    exact, right, total = [], 0, 0
+    for start in range(0, len(source), batch):
+        s, t = _trim(source[start : start + batch], target[start : start + batch])
+        want = t[:, 1:]  # actions and <eos>, then padding
+        got = model.greedy(s, max_len=want.shape[1])[:, 1:]
+        got = torch.nn.functional.pad(got, (0, want.shape[1] - got.shape[1]), value=scan.PAD)
+        counted = want != scan.PAD
+        hits = (got == want) & counted
+        exact.append((hits | ~counted).all(1))
+        right += int(hits.sum())
+        total += int(counted.sum())
+    return {"exact": torch.cat(exact), "token_accuracy": right / total}
+
+
+def by_length(exact: torch.Tensor, examples: list[scan.Example]) -> dict[str, float]:
+    """Exact match per output length (number of actions)."""
+    groups = defaultdict(list)
+    for hit, e in zip(exact.tolist(), examples):
+        groups[len(e.actions.split())].append(hit)
+    return {str(n): float(np.mean(groups[n])) for n in sorted(groups)}
+
+
+def run(spec: ScanSpec, ctx) -> RunResult:
+    split = load_split(spec.split, spec.from_file, spec.seed)
+    device = ctx.device
+    train_source, train_target = (t.to(device) for t in scan.encode(split.train))
+    test_source, test_target = (t.to(device) for t in scan.encode(split.test))
+    torch.manual_seed(spec.seed)
+    model = make_model(spec.model).to(device)
+    data = torch.Generator(device=device).manual_seed(2 * spec.seed + 1)
+    held = torch.Generator().manual_seed(2 * spec.seed + 2)
+    subsets = {
+        name: torch.randperm(len(rows), generator=held)[: spec.eval_subset].to(device)
+        for name, rows in (("train", split.train), ("test", split.test))
+    }
+
+    def sample_batch(step: int):
+        rows = torch.randint(len(train_source), (spec.train.batch_size,), generator=data, device=device)
+        return _trim(train_source[rows], train_target[rows])
+
+    def evaluate(model) -> dict[str, float]:
+        out = {}
+        for name, (source, target) in (
+            ("train", (train_source, train_target)),
+            ("test", (test_source, test_target)),
+        ):
+            scored = score(model, source[subsets[name]], target[subsets[name]])
+            out[f"{name}_exact"] = float(scored["exact"].float().mean())
+        return out
+
+    trained = train(
+        model, spec.train, sample_batch, sequence_loss, evaluate, ctx.on_eval, clip_norm=spec.train.clip_norm
+    )
+    if trained.diverged:
+        return RunResult(metrics={}, curve=trained.curve, diverged=True)
+    model.eval()
+    final = score(model, test_source, test_target)
+    metrics = {
+        "exact_match": float(final["exact"].float().mean()),
+        "token_accuracy": final["token_accuracy"],
+        "train_exact": trained.final["train_exact"],
+        "train_loss": trained.final.get("train_loss", float("nan")),
+        "test_commands": float(len(split.test)),
+        "seconds_training": trained.seconds,
+    }
+    return RunResult(
+        metrics=metrics, curve=trained.curve, extra={"exact_by_length": by_length(final["exact"], split.test)}
+    )
+
+
+def _label(spec: dict) -> str:
+    return spec["model"]["kind"]
+
+
+def accuracy_plot(runs: list[dict]) -> Plot | None:
+    """Exact match per split and model (mean and every seed) beside the published figures."""
+    done = [r for r in runs if r["status"] == "done" and "exact_match" in r["metrics"]]
+    if not done:
+        return None
+    cells = defaultdict(list)
+    for r in done:
+        cells[(r["spec"]["split"], _label(r["spec"]))].append(100 * r["metrics"]["exact_match"])
+    splits = sorted({s for s, _ in cells}, key=lambda s: (s != "simple", s))
+    models = sorted({m for _, m in cells})
+    fig = Figure(figsize=(1.3 + 1.2 * len(splits), 3.6), layout="constrained")
+    ax = fig.subplots()
+    width = 0.8 / (len(models) + 1)
+    table = []
+    for i, model in enumerate(models):
+        for j, split in enumerate(splits):
+            values = cells.get((split, model), [])
+            if not values:
+                continue
+            x = j + (i - len(models) / 2) * width
+            ax.bar(x, np.mean(values), width, color=f"C{i}", label=model if j == 0 else None)
+            ax.scatter([x] * len(values), values, color="k", s=8, zorder=3)
+            table.append(
+                {
+                    "split": split,
+                    "model": model,
+                    "mean": float(np.mean(values)),
+                    "std": float(np.std(values)),
+                    "seeds": values,
+                    "reference": REFERENCE.get(split, (None, ""))[0],
+                }
+            )
+    for j, split in enumerate(splits):
+        if split in REFERENCE:
+            x = j + (len(models) / 2) * width
+            ax.bar(
+                x,
+                REFERENCE[split][0],
+                width,
+                color="lightgrey",
+                hatch="//",
+                label="published RNN"
+                if j == 0 or "published RNN" not in ax.get_legend_handles_labels()[1]
+                else None,
+            )
+    ax.set_xticks(range(len(splits)), splits, rotation=20, fontsize=8)
+    ax.set_ylabel("exact match on test (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title("SCAN: ID (simple) against held-out splits")
+    ax.legend(fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
+    return Plot(
+        "exact match per split, beside the published figures",
+        fig,
+        {"rows": table, "reference": {k: {"exact_match": v, "source": s} for k, (v, s) in REFERENCE.items()}},
+    )
+
+
+def length_plot(runs: list[dict]) -> Plot | None:
+    """Exact match against output length on the length split's test set."""
+    done = [
+        r
+        for r in runs
+        if r["status"] == "done" and r["spec"]["split"] == "length" and r["extra"].get("exact_by_length")
+    ]
+    if not done:
+        return None
+    fig = Figure(figsize=(5, 3.4), layout="constrained")
+    ax = fig.subplots()
+    data = defaultdict(dict)
+    for r in done:
+        curve = r["extra"]["exact_by_length"]
+        lengths = sorted(map(int, curve))
+        label = f"{_label(r['spec'])} seed {r['spec']['seed']}"
+        ax.plot(lengths, [100 * curve[str(n)] for n in lengths], "o-", ms=3, label=label)
+        data[label] = curve
+    ax.set_xlabel("output length (actions)")
+    ax.set_ylabel("exact match (%)")
+    ax.set_ylim(-2, 102)
+    ax.set_title("length split: longer than any training output")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return Plot("exact match by output length (length split)", fig, dict(data))
+
+
+def plots(runs: list[dict]) -> list[Plot]:
+    return [p for p in (accuracy_plot(runs), length_plot(runs)) if p is not None]
+
+
+EXPERIMENT = register(
+    Experiment(
+        name="scan",
+        title="Composition on SCAN: seq2seq on the random split against held-out compositions and lengths",
+        spec=ScanSpec,
+        run=run,
+        check=check,
+        plots=plots,
+        profiles={
+            "quick": {
+                "split": ["simple", "addprim_jump", "length"],
+                "model.kind": "lstm",
+                "train.steps": 1000,
+                "train.eval_every": 500,
+            },
+            "full": {
+                "split": ["simple", "addprim_jump", "addprim_turn_left", "length"],
+                "model.kind": ["transformer", "lstm"],
+                "train.steps": 4000,
+                "seed": [0, 1, 2],
+            },
+            "paper": {
+                "split": list(scan.SPLITS),
+                "model.kind": ["transformer", "lstm"],
+                "model.d_model": 256,
+                "model.layers": 3,
+                "train.steps": 50000,
+                "train.eval_every": 5000,
+                "seed": [0, 1, 2, 3, 4],
+            },
+        },
+        columns=("split", "model.kind", "seed"),
+        metrics=("exact_match", "token_accuracy", "train_exact", "train_loss"),
+    )
+)
