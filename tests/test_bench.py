@@ -1,4 +1,6 @@
-from bindbench.bench import _training_flops, bench_ensemble, bench_mlp
+import pytest
+
+from bindbench.bench import _training_flops, bench_ensemble, bench_mlp, bench_seq2seq
 from bindbench.models import MLP
 
 
@@ -8,8 +10,12 @@ def test_training_flops_count_six_per_weight_and_row():
 
 
 def test_benchmarks_report_side_by_side_ratios():  # a smoke test: tiny sizes, no speed claims
-    ens = bench_ensemble(members=3, width=8, depth=1, steps=1)
+    ens = bench_ensemble(members=3, width=8, depth=1, steps=1, peak=100.0)
     assert ens["speedup"] == ens["plain_ms_per_step_all_members"] / ens["ensemble_ms_per_step_all_members"]
+    # the ceiling: plain time over the time the same FLOPs take at the peak rate
+    assert ens["ceiling_at_peak"] == pytest.approx(100.0 / ens["plain_gflops"])
+    seq = bench_seq2seq("lstm", steps=1, batch_size=4)
+    assert seq["target_tokens_per_second"] > 0
     mlp = bench_mlp(width=16, depth=1, steps=1, peak=100.0)
     assert mlp["fraction_of_peak"] == mlp["achieved_gflops"] / 100.0
     assert 0 < mlp["data_fraction_of_step"]

@@ -60,9 +60,17 @@ def peak_matmul_gflops(n: int = 2048, repeats: int = 5, rounds: int = 4) -> floa
 
 
 def bench_ensemble(
-    members: int = 32, width: int = 64, depth: int = 4, steps: int = 10, batch_tasks: int = BATCH_TASKS
+    members: int = 32,
+    width: int = 64,
+    depth: int = 4,
+    steps: int = 10,
+    batch_tasks: int = BATCH_TASKS,
+    peak: float | None = None,
 ) -> dict:
-    """(a) one ensemble step for all members against one plain step per member."""
+    """(a) one ensemble step for all members against one plain step per member.
+
+    With `peak` (matmul GFLOP/s), also the ceiling of any speed-up from batching: the
+    plain loop's time against the members' matmul FLOPs done at the peak rate."""
     teacher = HyperTeacher()
     batch = functools.partial(_batch, tasks=batch_tasks)
     dim = teacher.encoding_dim + teacher.input_dim
@@ -88,14 +96,20 @@ def bench_ensemble(
         optimizer.step(ones)
 
     ensemble_seconds = _seconds(ensemble_step, steps)
-    return {
+    flops = members * _training_flops(models[0], batch_tasks * teacher.num_samples)
+    result = {
         "case": f"ensemble of {members} MLPs (width {width}, depth {depth}, {batch_tasks} tasks x 16 "
         "per step) vs one after another",
         "plain_ms_per_step_all_members": 1e3 * plain_seconds,
         "ensemble_ms_per_step_all_members": 1e3 * ensemble_seconds,
         "speedup": plain_seconds / ensemble_seconds,
+        "plain_gflops": flops / plain_seconds / 1e9,
+        "ensemble_gflops": flops / ensemble_seconds / 1e9,
         "target": ">= 8x",
     }
+    if peak is not None:
+        result["ceiling_at_peak"] = plain_seconds / (flops / (peak * 1e9))
+    return result
 
 
 def _training_flops(model: torch.nn.Module, rows: int) -> float:
@@ -127,6 +141,40 @@ def bench_mlp(width: int = 1024, depth: int = 4, steps: int = 5, peak: float | N
     return result
 
 
+def bench_seq2seq(kind: str = "transformer", steps: int = 10, batch_size: int = 64) -> dict:
+    """(d) SCAN training throughput: target tokens (actions and <eos>) per second of a full
+    training step (batch drawn from the simple split, forward, backward, AdamW)."""
+    from bindbench.experiments.scan import ScanSpec, make_model, sequence_loss, trim
+    from bindbench.tasks import scan
+
+    spec = ScanSpec.model_validate({"model": {"kind": kind}})
+    source, target = scan.encode(scan.make_split("simple").train)
+    torch.manual_seed(0)
+    model = make_model(spec.model)
+    optimizer = make_optimizer(model, spec.train.lr, spec.train.weight_decay)
+    generator = torch.Generator().manual_seed(0)
+    batches = []
+    for _ in range(steps + 2):
+        rows = torch.randint(len(source), (batch_size,), generator=generator)
+        batches.append(trim(source[rows], target[rows]))
+    queue = iter(batches)
+
+    def step() -> None:
+        loss = sequence_loss(model, next(queue))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    seconds = _seconds(step, steps)
+    tokens = sum(int((t[:, 1:] != scan.PAD).sum()) for _, t in batches[2:]) / steps
+    m = spec.model
+    return {
+        "case": f"SCAN {kind} (width {m.d_model}, {m.layers}+{m.layers} layers), batch {batch_size}",
+        "ms_per_step": 1e3 * seconds,
+        "target_tokens_per_second": tokens / seconds,
+    }
+
+
 def run_benchmarks(quick: bool = False) -> dict:
     """Runs (a), (b) and (c) on all cores of this machine; returns plain data."""
     torch.set_num_threads(os.cpu_count() or 1)
@@ -140,9 +188,11 @@ def run_benchmarks(quick: bool = False) -> dict:
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
         },
-        "ensemble": bench_ensemble(steps=steps),
+        "ensemble": bench_ensemble(steps=steps, peak=peak),
         # where per-call overhead, not arithmetic, dominates: what ensembles are for
-        "ensemble_small": bench_ensemble(width=16, depth=2, batch_tasks=16, steps=steps),
+        "ensemble_small": bench_ensemble(width=16, depth=2, batch_tasks=16, steps=steps, peak=peak),
         "mlp_1024": bench_mlp(1024, 4, steps=max(2, steps // 2), peak=peak),
         "mlp_256": bench_mlp(256, 4, steps=steps, peak=peak),
+        "scan_transformer": bench_seq2seq("transformer", steps=steps),
+        "scan_lstm": bench_seq2seq("lstm", steps=steps),
     }

@@ -201,7 +201,7 @@ def bench_command(
         table.add_row(
             ens["case"],
             f"{plain:.1f} ms vs {together:.1f} ms",
-            f"{ens['speedup']:.2f}x",
+            f"{ens['speedup']:.2f}x (at most {ens['ceiling_at_peak']:.1f}x at peak)",
             ens["target"] if ens is results["ensemble"] else "",
         )
     for case in (big, small):
@@ -217,6 +217,14 @@ def bench_command(
             f"{case['data_ms_per_batch']:.2f} ms per batch",
             f"{100 * case['data_fraction_of_step']:.2f}% of a step",
             "< 5%",
+        )
+    for kind in ("transformer", "lstm"):
+        case = results[f"scan_{kind}"]
+        table.add_row(
+            case["case"],
+            f"{case['ms_per_step']:.1f} ms per step",
+            f"{case['target_tokens_per_second']:.0f} tokens/s",
+            "",
         )
     console.print(table)
     machine = results["machine"]

@@ -117,7 +117,7 @@ def make_model(spec: Seq2SeqSpec) -> torch.nn.Module:
     )
 
 
-def _trim(source: torch.Tensor, target: torch.Tensor):
+def trim(source: torch.Tensor, target: torch.Tensor):
     """Drops the columns that are padding in every row of this batch."""
     return source[:, : int((source != scan.PAD).sum(1).max())], target[
         :, : int((target != scan.PAD).sum(1).max())
@@ -138,7 +138,7 @@ def score(model, source: torch.Tensor, target: torch.Tensor, batch: int = 1024) 
     token accuracy counts, position by position, the target tokens (and <eos>) matched."""
     exact, right, total = [], 0, 0
     for start in range(0, len(source), batch):
-        s, t = _trim(source[start : start + batch], target[start : start + batch])
+        s, t = trim(source[start : start + batch], target[start : start + batch])
         want = t[:, 1:]  # actions and <eos>, then padding
         got = model.greedy(s, max_len=want.shape[1])[:, 1:]
         got = torch.nn.functional.pad(got, (0, want.shape[1] - got.shape[1]), value=scan.PAD)
@@ -174,7 +174,7 @@ def run(spec: ScanSpec, ctx) -> RunResult:
 
     def sample_batch(step: int):
         rows = torch.randint(len(train_source), (spec.train.batch_size,), generator=data, device=device)
-        return _trim(train_source[rows], train_target[rows])
+        return trim(train_source[rows], train_target[rows])
 
     def evaluate(model) -> dict[str, float]:
         out = {}
