@@ -6,6 +6,7 @@ import torch
 
 from bindbench.tasks.hyperteacher import (
     ENCODINGS,
+    PAIR_SUPPORTS,
     SUPPORTS,
     TASK_DISTRIBUTIONS,
     HyperTeacher,
@@ -17,6 +18,7 @@ from bindbench.tasks.hyperteacher import (
 )
 
 M, K, N = 16, 3, 696  # the paper's hyperteacher: 696 combinations of 1..3 of 16 modules
+FRACTION_SUPPORTS = [s for s in SUPPORTS if s not in PAIR_SUPPORTS]
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -40,7 +42,7 @@ def splits():
     """(train, ood) for every support at frac_ood 0.25 and 0.5, computed once."""
     return {
         (support, frac): split_combinations(M, K, support, frac, gen(0))
-        for support in SUPPORTS
+        for support in FRACTION_SUPPORTS
         for frac in (0.25, 0.5)
     }
 
@@ -82,7 +84,7 @@ def test_compositional_and_connected_checks_on_hand_made_cases():
 
 
 @pytest.mark.parametrize("frac", [0.25, 0.5])
-@pytest.mark.parametrize("support", SUPPORTS)
+@pytest.mark.parametrize("support", FRACTION_SUPPORTS)
 def test_every_support_partitions_all_combinations(splits, support, frac):
     train, ood = splits[support, frac]
     assert len(train) > 0 and len(ood) > 0
@@ -125,6 +127,26 @@ def test_non_compositional_support_never_trains_the_last_module(splits):
 def test_pseudo_random_disconnected_support_is_not_connected(splits, frac):
     train, _ = splits["pseudo_random_disconnected", frac]
     assert not is_connected(train)
+
+
+def test_connected_and_disconnected_supports_share_their_held_out_pairs():
+    """The reference's K = 2 pair: a ring of neighbours vs two halves, same OOD set."""
+    (ring, ood_ring), (halves, ood_halves) = (split_combinations(8, 2, s, 0.0, gen(0)) for s in PAIR_SUPPORTS)
+    singles = {tuple(int(i == m) for i in range(8)) for m in range(8)}
+    pairs = lambda sets: as_set(rows(sets, 8))  # noqa: E731
+    ring_pairs = [{i, (i + d) % 8} for i in range(8) for d in (1, 2)]
+    half_pairs = [{a, b} for h in (range(4), range(4, 8)) for a in h for b in h if a < b]
+    assert as_set(ring) == singles | pairs(ring_pairs) and len(ring) == 3 * 8
+    assert as_set(halves) == singles | pairs(half_pairs) and len(halves) == 8 + 2 * 6
+    assert as_set(ood_ring) == as_set(ood_halves)
+    assert as_set(ood_ring) == as_set(all_combinations(8, 2)) - as_set(ring) - as_set(halves)
+    assert is_connected(ring) and not is_connected(halves)
+
+
+@pytest.mark.parametrize("num_modules, num_hot, why", [(8, 3, "needs num_hot=2"), (7, 2, "even num_modules")])
+def test_pair_supports_reject_other_shapes(num_modules, num_hot, why):
+    with pytest.raises(ValueError, match=why):
+        split_combinations(num_modules, num_hot, "connected", 0.0, gen(0))
 
 
 def test_popular_modules_support_trains_every_combination_of_the_first_module(splits):

@@ -21,7 +21,12 @@ SUPPORTS = (
     "pseudo_random_disconnected",
     "popular_modules",
     "unpopular_modules",
+    "connected",
+    "disconnected",
 )
+# K = 2 only, frac_ood does not apply: both train on their own set of 1- and 2-module
+# combinations and share one held-out set, so they differ only in how training is connected
+PAIR_SUPPORTS = ("connected", "disconnected")
 ENCODINGS = ("identity", "orthogonal", "invertible_nn", "interval_shuffle", "fewshot", "tokens")
 TASK_DISTRIBUTIONS = ("discrete", "khot", "continuous")
 SPLITS = ("train", "ood")
@@ -225,13 +230,34 @@ def _unpopular_modules_mask(combos, num_hot, frac_ood, fail):
     return train
 
 
-def _split_mask(combos, num_hot, support, frac_ood, generator) -> torch.Tensor:
-    """Boolean mask (N,) of the training combinations."""
+def _pair_masks(combos, support, fail) -> tuple[torch.Tensor, torch.Tensor]:
+    """`connected`: every single module, and pairs of neighbours and next-but-one
+    neighbours on a ring of the M modules (3M combinations, one connected graph).
+    `disconnected`: single modules and every pair within the first or within the second
+    half of the modules (two islands). Held out for both: pairs in neither set."""
+    n_all, num_modules = combos.shape
+    if int(combos.sum(1).max()) != 2:
+        raise fail("needs num_hot=2")
+    if num_modules <= 4 or num_modules % 2:
+        raise fail("needs an even num_modules > 4")
+    first = combos.argmax(1)  # the lower active module (the only one for singles)
+    last = num_modules - 1 - combos.flip(1).argmax(1)
+    gap = last - first  # 0 for singles
+    ring = (gap <= 2) | (gap >= num_modules - 2)
+    same_half = (first < num_modules // 2) == (last < num_modules // 2)
+    train = ring if support == "connected" else same_half
+    return train, ~(ring | same_half)
+
+
+def _split_masks(combos, num_hot, support, frac_ood, generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean masks (N,) of the training and of the held-out (OOD) combinations."""
     n_all, num_modules = combos.shape
 
     def fail(why):
         return _split_error(support, num_modules, num_hot, frac_ood, why)
 
+    if support in PAIR_SUPPORTS:
+        return _pair_masks(combos, support, fail)
     num_ood = int(n_all * frac_ood)
     if support != "non_compositional" and num_ood == 0:
         raise fail(f"holds out no combination (int({n_all} * frac_ood) == 0)")
@@ -251,7 +277,7 @@ def _split_mask(combos, num_hot, support, frac_ood, generator) -> torch.Tensor:
         raise fail("no training combination is left")
     if train.all():
         raise fail("no combination is held out")
-    return train
+    return train, ~train
 
 
 def _check_choice(name: str, value, allowed) -> None:
@@ -267,13 +293,14 @@ def _check_frac_ood(frac_ood) -> None:
 def split_combinations(
     num_modules: int, num_hot: int, support: str, frac_ood: float, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train, ood) combinations: disjoint 0/1 rows whose union is all_combinations."""
+    """(train, ood) combinations: disjoint 0/1 rows whose union is all_combinations (but for
+    the PAIR_SUPPORTS, whose union leaves out the other pair support's training set)."""
     _check_sizes(num_modules, num_hot)
     _check_choice("support", support, SUPPORTS)
     _check_frac_ood(frac_ood)
     combos = all_combinations(num_modules, num_hot)
-    train = _split_mask(combos, num_hot, support, frac_ood, generator)
-    return combos[train], combos[~train]
+    train, ood = _split_masks(combos, num_hot, support, frac_ood, generator)
+    return combos[train], combos[ood]
 
 
 # ----------------------------------------------------------------------------- encoders
@@ -379,10 +406,10 @@ class HyperTeacher:
             return torch.Generator().manual_seed(seed * 1000 + k)
 
         combos = all_combinations(num_modules, num_hot)
-        train = _split_mask(combos, num_hot, support, frac_ood, stream(0))
+        train, ood = _split_masks(combos, num_hot, support, frac_ood, stream(0))
         self.combinations = combos.to(self.device)
         self.train_combinations = combos[train].to(self.device)
-        self.ood_combinations = combos[~train].to(self.device)
+        self.ood_combinations = combos[ood].to(self.device)
 
         # variance_scaling(scale=√3, fan_in, truncated normal in [-2σ, 2σ])
         def variance_scaled(shape, fan_in, generator):
