@@ -34,7 +34,12 @@ def test_power_law_recovers_a_known_exponent():
         }
         for m in (4, 8, 16)
     ]
-    assert width_plot(runs).data["exponent"] == pytest.approx(2.0)
+    data = width_plot(runs).data
+    assert data["exponent"] == pytest.approx(2.0)
+    # the least-squares line through (4, 80), (8, 320), (16, 1280), by hand:
+    # slope = sum dx dy / sum dx^2 = 7680 / (672 / 9); intercept = 560 - slope * 28 / 3
+    assert data["line_per_module"] == pytest.approx(720 / 7)
+    assert data["line_intercept"] == pytest.approx(-400.0)
 
 
 def test_a_run_stores_every_width_it_tried(tiny):

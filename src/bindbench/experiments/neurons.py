@@ -115,13 +115,15 @@ def width_plot(runs: list[dict]) -> Plot | None:
     modules = sorted(by_m)
     means = [float(np.mean(by_m[m])) for m in modules]
     a, b = power_law(modules, means)
+    per_module, intercept = (float(v) for v in np.polyfit(modules, means, 1))
     fig = Figure(figsize=(5, 3.6), layout="constrained")
     ax = fig.subplots()
     for m in modules:
         ax.scatter([m] * len(by_m[m]), by_m[m], color="k", s=10, alpha=0.4)
     ax.plot(modules, means, "o", label="mean minimal width")
     grid = np.linspace(min(modules), max(modules), 50)
-    ax.plot(grid, a * grid**b, "--", label=f"fit: {a:.1f} M^{b:.2f}")
+    ax.plot(grid, a * grid**b, "--", label=f"power law: {a:.1f} M^{b:.2f}")
+    ax.plot(grid, intercept + per_module * grid, ":", label=f"line: {intercept:.0f} + {per_module:.1f} M")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log", base=2)
     ax.set_xticks(modules, [str(m) for m in modules])
@@ -131,7 +133,15 @@ def width_plot(runs: list[dict]) -> Plot | None:
     ax.set_title(f"width ~ M^{b:.2f} (linear in M: exponent 1)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    data = {"modules": modules, "mean_min_width": means, "per_seed": dict(by_m), "a": a, "exponent": b}
+    data = {
+        "modules": modules,
+        "mean_min_width": means,
+        "per_seed": dict(by_m),
+        "a": a,
+        "exponent": b,
+        "line_intercept": intercept,
+        "line_per_module": per_module,
+    }
     return Plot("minimal width against modules", fig, data)
 
 
