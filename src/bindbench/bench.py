@@ -144,7 +144,7 @@ def bench_mlp(width: int = 1024, depth: int = 4, steps: int = 5, peak: float | N
 def bench_seq2seq(kind: str = "transformer", steps: int = 10, batch_size: int = 64) -> dict:
     """(d) SCAN training throughput: target tokens (actions and <eos>) per second of a full
     training step (batch drawn from the simple split, forward, backward, AdamW)."""
-    from bindbench.experiments.scan import ScanSpec, make_model, sequence_loss, trim
+    from bindbench.experiments.scan import ScanSpec, by_target_length, make_model, sequence_loss
     from bindbench.tasks import scan
 
     spec = ScanSpec.model_validate({"model": {"kind": kind}})
@@ -156,7 +156,7 @@ def bench_seq2seq(kind: str = "transformer", steps: int = 10, batch_size: int = 
     batches = []
     for _ in range(steps + 2):
         rows = torch.randint(len(source), (batch_size,), generator=generator)
-        batches.append(trim(source[rows], target[rows]))
+        batches.append(by_target_length(source[rows], target[rows], spec.train.length_groups))
     queue = iter(batches)
 
     def step() -> None:
@@ -166,7 +166,7 @@ def bench_seq2seq(kind: str = "transformer", steps: int = 10, batch_size: int = 
         optimizer.step()
 
     seconds = _seconds(step, steps)
-    tokens = sum(int((t[:, 1:] != scan.PAD).sum()) for _, t in batches[2:]) / steps
+    tokens = sum(int((t[:, 1:] != scan.PAD).sum()) for groups in batches[2:] for _, t in groups) / steps
     m = spec.model
     return {
         "case": f"SCAN {kind} (width {m.d_model}, {m.layers}+{m.layers} layers), batch {batch_size}",

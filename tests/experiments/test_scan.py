@@ -5,7 +5,7 @@ from bindbench.cli import main
 from bindbench.core.config import SpecError
 from bindbench.core.executor import RunContext
 from bindbench.core.plan import make_plan
-from bindbench.experiments.scan import ScanSpec, accuracy_plot, run, score, sequence_loss
+from bindbench.experiments.scan import ScanSpec, accuracy_plot, by_target_length, run, score, sequence_loss
 from bindbench.models import LSTMSeq2Seq
 from bindbench.tasks import scan
 
@@ -61,6 +61,16 @@ def test_a_training_step_reduces_the_loss():
     before.backward()
     optimizer.step()
     assert sequence_loss(model, (source, target)) < before
+
+
+def test_length_groups_give_the_loss_of_the_whole_padded_batch():
+    torch.manual_seed(0)
+    source, target = scan.encode(scan.make_split("length").test[::97])  # lengths 24..48
+    model = LSTMSeq2Seq(len(scan.SOURCE_VOCAB), len(scan.TARGET_VOCAB), hidden=16).eval()
+    groups = by_target_length(source, target, 3)
+    assert len(groups) == 3 and sum(len(s) for s, _ in groups) == len(source)
+    assert groups[0][1].shape[1] < target.shape[1]  # the short group carries less padding
+    torch.testing.assert_close(sequence_loss(model, groups), sequence_loss(model, (source, target)))
 
 
 @pytest.mark.parametrize("kind", ["transformer", "lstm"])
