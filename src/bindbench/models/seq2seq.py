@@ -127,8 +127,10 @@ class TransformerSeq2Seq(Seq2Seq):
         self.readout = nn.Linear(d_model, target_vocab)
 
     def _embed(self, embedding: nn.Embedding, ids: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        # unit-variance embeddings plus codes in [-1, 1]: positions stay visible (scaling the
+        # embeddings by sqrt(d_model), as for small-initialized ones, drowns them)
         codes = sinusoids(offset + ids.shape[1], self.d_model, ids.device)[offset:]
-        return self.drop(embedding(ids) * math.sqrt(self.d_model) + codes)
+        return self.drop(embedding(ids) + codes)
 
     def start(self, source):
         mask = (source != self.pad)[:, None, None, :]  # (b, 1, 1, s): True = attend
