@@ -65,3 +65,27 @@ def test_report_rebuilds_from_the_store_alone(tmp_path, tiny):
     after = json.loads((folder / "report.json").read_text())
     assert after["experiments"] == before["experiments"]
     assert (folder / "report.html").stat().st_size > 1000
+
+
+def test_a_figure_s_summary_table_is_rendered_under_the_runs_table():
+    from bindbench.core.report import render_html
+
+    entry = {
+        "name": "x",
+        "title": "X",
+        "counts": {"done": 1},
+        "columns": ["run", "status"],
+        "rows": [["abc", "done"]],
+        "figures": [
+            {"title": "f", "data": {}, "table": {"columns": ["split", "mean"], "rows": [["simple", 0.98765]]}}
+        ],
+    }
+    report = {"title": "t", "created": "now", "meta": {}, "experiments": [entry]}
+    parser = _Tables()
+    parser.feed(render_html(report, [(entry, [])]))
+    assert parser.rows == [
+        ["run", "status"],
+        ["abc", "done"],
+        ["split", "mean"],
+        ["simple", format_cell(0.98765)],
+    ]

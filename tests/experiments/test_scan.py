@@ -141,6 +141,14 @@ def test_accuracy_plot_puts_seeds_beside_the_published_figure():
         }
         for split, seed, value in [("simple", 0, 0.98), ("simple", 1, 1.0), ("addprim_jump", 0, 0.01)]
     ]
-    rows = {r["split"]: r for r in accuracy_plot(runs).data["rows"]}
+    plot = accuracy_plot(runs)
+    rows = {r["split"]: r for r in plot.data["rows"]}
     assert rows["simple"]["mean"] == pytest.approx(99.0) and rows["simple"]["seeds"] == [98.0, 100.0]
+    assert rows["simple"]["std"] == pytest.approx(1.0)
     assert rows["addprim_jump"]["reference"] == 0.08
+    assert [row[:2] for row in plot.table["rows"]] == [["simple", "lstm"], ["addprim_jump", "lstm"]]
+
+
+def test_quick_scan_joins_the_default_suite():
+    jobs = [j for j in make_plan().jobs if j.experiment.name == "scan"]
+    assert {j.spec.split for j in jobs} == {"simple", "addprim_jump", "length"}

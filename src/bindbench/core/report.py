@@ -68,11 +68,13 @@ def _label(run: dict, keys: list[str], fallback: str = "") -> str:
 
 @dataclass(frozen=True)
 class Plot:
-    """A report figure and the numbers it draws (which go to report.json)."""
+    """A report figure and the numbers it draws (which go to report.json), optionally with a
+    summary table shown under the runs table: {"columns": [...], "rows": [[...], ...]}."""
 
     title: str
     figure: Figure
     data: Any
+    table: dict | None = None
 
 
 def curves_plot(runs: list[dict], metrics: list[str], swept: list[str]) -> Plot | None:
@@ -192,7 +194,9 @@ def build_report(folder: str | Path) -> tuple[Path, Path]:
             "counts": counts,
             "columns": table["columns"],
             "rows": table["rows"],
-            "figures": [{"title": p.title, "data": p.data} for p in plots],
+            "figures": [
+                {"title": p.title, "data": p.data, **({"table": p.table} if p.table else {})} for p in plots
+            ],
         }
         report["experiments"].append(entry)
         sections.append((entry, [(p.title, _png(p.figure)) for p in plots]))
@@ -213,6 +217,23 @@ code{background:#f3f3f3;padding:1px 4px}
 """
 
 
+def _table_html(columns: list, rows: list, css_class: str) -> list[str]:
+    esc = html.escape
+    parts = [
+        f"<table class='{css_class}'><tr>" + "".join(f"<th>{esc(str(c))}</th>" for c in columns) + "</tr>"
+    ]
+    for row in rows:
+        cells = []
+        for column, value in zip(columns, row):
+            css = "text" if isinstance(value, str) else ""
+            if column == "status":
+                css += f" status-{value}"
+            cells.append(f"<td class='{css.strip()}'>{esc(format_cell(value))}</td>")
+        parts.append("<tr>" + "".join(cells) + "</tr>")
+    parts.append("</table>")
+    return parts
+
+
 def render_html(report: dict, sections: list[tuple[dict, list[tuple[str, str]]]]) -> str:
     esc = html.escape
     meta = report["meta"]
@@ -228,18 +249,11 @@ def render_html(report: dict, sections: list[tuple[dict, list[tuple[str, str]]]]
         parts.append(
             f"<h2>{esc(entry['title'])}</h2><p>experiment <code>{esc(entry['name'])}</code>: {counts}</p>"
         )
-        parts.append(
-            "<table class='runs'><tr>" + "".join(f"<th>{esc(c)}</th>" for c in entry["columns"]) + "</tr>"
-        )
-        for row in entry["rows"]:
-            cells = []
-            for column, value in zip(entry["columns"], row):
-                css = "text" if isinstance(value, str) else ""
-                if column == "status":
-                    css += f" status-{value}"
-                cells.append(f"<td class='{css.strip()}'>{esc(format_cell(value))}</td>")
-            parts.append("<tr>" + "".join(cells) + "</tr>")
-        parts.append("</table>")
+        parts += _table_html(entry["columns"], entry["rows"], "runs")
+        for figure in entry["figures"]:
+            if "table" in figure:
+                parts.append(f"<p>{esc(figure['title'])}:</p>")
+                parts += _table_html(figure["table"]["columns"], figure["table"]["rows"], "summary")
         for title, png in figures:
             parts.append(
                 f"<figure><img alt='{esc(title)}' src='data:image/png;base64,{png}'>"
