@@ -2,5 +2,13 @@
 
 from bindbench.models.mlp import MLP
 from bindbench.models.seq2seq import LSTMSeq2Seq, TransformerSeq2Seq
+from bindbench.models.slot_attention import SlotAttention, SlotAutoencoder, SlotMLPAutoencoder
 
-__all__ = ["MLP", "LSTMSeq2Seq", "TransformerSeq2Seq"]
+__all__ = [
+    "MLP",
+    "LSTMSeq2Seq",
+    "TransformerSeq2Seq",
+    "SlotAttention",
+    "SlotAutoencoder",
+    "SlotMLPAutoencoder",
+]
