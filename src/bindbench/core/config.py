@@ -121,6 +121,9 @@ def _describe_error(spec_cls: type[Spec], err: ValidationError) -> str:
         where = f" under '{parent}'" if parent else ""
         return f"unknown key '{path}'{where}{allowed}"
     value = first.get("input")
+    if first["type"] == "value_error" and isinstance(value, dict):
+        # a validator across several fields: its own message names them and their values
+        return str(first["ctx"]["error"]) if "ctx" in first else message.removeprefix("Value error, ")
     shown = json.dumps(value) if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
     return f"{path}={shown}: {message[0].lower() + message[1:]}"
 
