@@ -4,7 +4,7 @@ from pathlib import Path
 
 from bindbench.core.config import SpecError, load_yaml
 from bindbench.core.registry import Suite, register_suite
-from bindbench.experiments import composition, neurons, scaling, scan  # noqa: F401  (they register themselves)
+from bindbench.experiments import composition, neurons, scaling, scan, segregation  # noqa: F401  (they register themselves)
 
 SUITE_DIR = Path(__file__).parent / "suites"
 
