@@ -124,9 +124,9 @@ def make_model(spec: Seq2SeqSpec) -> torch.nn.Module:
 
 def trim(source: torch.Tensor, target: torch.Tensor):
     """Drops the columns that are padding in every row of this batch."""
-    return source[:, : int((source != scan.PAD).sum(1).max())], target[
-        :, : int((target != scan.PAD).sum(1).max())
-    ]
+    source_len = int((source != scan.PAD).sum(1).max())
+    target_len = int((target != scan.PAD).sum(1).max())
+    return source[:, :source_len], target[:, :target_len]
 
 
 def by_target_length(source: torch.Tensor, target: torch.Tensor, groups: int) -> list[tuple]:

@@ -235,7 +235,7 @@ def _pair_masks(combos, support, fail) -> tuple[torch.Tensor, torch.Tensor]:
     neighbours on a ring of the M modules (3M combinations, one connected graph).
     `disconnected`: single modules and every pair within the first or within the second
     half of the modules (two islands). Held out for both: pairs in neither set."""
-    n_all, num_modules = combos.shape
+    num_modules = combos.shape[1]
     if int(combos.sum(1).max()) != 2:
         raise fail("needs num_hot=2")
     if num_modules <= 4 or num_modules % 2:

@@ -117,8 +117,8 @@ def _around_right_fillers(command: str) -> set[str]:
 def _filler(examples: list[Example], num: int):
     """Filler split num0..3: around_right's train plus commands whose `X around right`
     fillers all lie in the first `num` of (look, walk, run); tested on jump around right."""
-    train, _ = _template(examples, [f"{u} around right" for u in PRIMITIVES], "turn around right")
-    _, test = _template(examples, ["jump around right"], "turn around right")
+    train, _ = SPLITS["template_around_right"](examples, 0)
+    _, test = SPLITS["template_jump_around_right"](examples, 0)
     allowed = set(("look", "walk", "run")[:num])
     fillers = [_around_right_fillers(e.command) for e in examples]
     extra = [
