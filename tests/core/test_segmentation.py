@@ -17,6 +17,7 @@ from bindbench.core.segmentation import (
     mean_iou,
     one_hot_masks,
     pairwise_iou,
+    segmentation_scores,
 )
 
 
@@ -263,3 +264,15 @@ def test_mbo_is_never_below_miou(seed, k_true, k_pred, size, disjoint):
     assert torch.equal(both, ~torch.isnan(mbo))
     assert bool((mbo[both] >= miou[both] - 1e-6).all())
     assert bool(((miou[both] >= 0) & (mbo[both] <= 1 + 1e-6)).all())
+
+
+def test_segmentation_scores_of_label_maps_by_hand():
+    # 1 x 4 image: background, object 1 twice, object 2; the prediction merges both objects in slot 3
+    true = torch.tensor([[[0, 1, 1, 2]]])
+    merged = segmentation_scores(true, torch.tensor([[[0, 3, 3, 3]]]), num_objects=2, num_slots=4)
+    perfect = segmentation_scores(true, torch.tensor([[[2, 0, 0, 1]]]), num_objects=2, num_slots=4)
+    assert {k: v.item() for k, v in perfect.items()} == {"fg_ari": 1.0, "ari": 1.0, "mbo": 1.0, "miou": 1.0}
+    assert merged["fg_ari"].item() == 0.0  # every foreground pixel in one cluster
+    assert math.isclose(merged["ari"].item(), adjusted_rand_score([0, 1, 1, 2], [0, 3, 3, 3]), rel_tol=1e-6)
+    assert math.isclose(merged["mbo"].item(), (2 / 3 + 1 / 3) / 2, rel_tol=1e-6)  # slot 3 vs each object
+    assert math.isclose(merged["miou"].item(), (2 / 3 + 0) / 2, rel_tol=1e-6)  # one object is left unmatched

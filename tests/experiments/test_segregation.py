@@ -10,9 +10,11 @@ from bindbench.core.executor import RunContext
 from bindbench.core.plan import make_plan
 from bindbench.experiments.segregation import (
     evaluation_set,
+    make_model,
     picture_plots,
     pictures,
     plots,
+    reconstruction_loss,
     run,
     score,
     scores_plot,
@@ -76,6 +78,19 @@ def test_a_run_reports_every_metric_at_each_evaluation_and_is_deterministic(kind
     assert np.asarray(kept["segmentations"]).shape == (2, 16, 16)
 
 
+def test_a_loss_on_a_pixel_subset_is_the_same_pixels_of_the_full_loss():
+    spec = tiny_spec("train.pixels=40")
+    torch.manual_seed(0)
+    model = make_model(spec)
+    images = evaluation_set(spec).images[:3]
+    noise, pixels = torch.randn(3, 4, 16), torch.randperm(256)[:40]
+    errors = (model(images, noise=noise).reconstruction - images).pow(2).flatten(2)  # (s, c, h * w)
+    loss = reconstruction_loss(model, (images, noise, pixels))
+    torch.testing.assert_close(loss, errors[:, :, pixels].mean())
+    first, second = (run(spec, RunContext(torch.device("cpu"))) for _ in range(2))
+    assert [p["train_loss"] for p in first.curve] == [p["train_loss"] for p in second.curve]
+
+
 def test_a_perfect_segmentation_scores_one_and_a_single_slot_does_not():
     spec = tiny_spec("eval_scenes=100")
     ev = evaluation_set(spec)
@@ -108,6 +123,8 @@ def test_the_evaluation_scenes_are_the_same_for_every_seed_and_model():
             "data.max_objects=4: at most 3 tetrominoes fit",
         ),
         (["pictures=9"], "pictures=9 must be <= eval_scenes=8"),
+        (["train.pixels=257"], r"train.pixels=257 must be <= data.resolution\^2 = 256"),
+        (["train.pixels=8", "model.decoder=conv"], "only model.decoder='mlp' decodes a subset"),
     ],
 )
 def test_bad_specs_are_one_line_errors(sets, message):

@@ -1,12 +1,23 @@
 import pytest
 import torch
 
-from bindbench.models.slot_attention import SlotAttention, SlotAutoencoder, SlotMLPAutoencoder
+from bindbench.models.slot_attention import (
+    Layout,
+    MLPBroadcastDecoder,
+    SlotAttention,
+    SlotAutoencoder,
+    SlotMLPAutoencoder,
+    position_grid,
+)
 
 B, N, D_IN, K, D = 3, 10, 5, 4, 8
+SIZES = dict(resolution=16, num_slots=3, channels=8, slot_dim=16, hidden=32)
+CHEAP = Layout(encoder_stride=2, decoder="mlp", decoder_hidden=16)
 AUTOENCODERS = {
-    "slot_attention": lambda: SlotAutoencoder(resolution=16, num_slots=3, channels=8, slot_dim=16, hidden=32),
-    "slot_mlp": lambda: SlotMLPAutoencoder(resolution=16, num_slots=3, channels=8, slot_dim=16, hidden=32),
+    "slot_attention": lambda: SlotAutoencoder(**SIZES),
+    "slot_mlp": lambda: SlotMLPAutoencoder(**SIZES),
+    "slot_attention, cheap": lambda: SlotAutoencoder(**SIZES, layout=CHEAP),
+    "slot_mlp, cheap": lambda: SlotMLPAutoencoder(**SIZES, layout=CHEAP),
 }
 
 
@@ -151,16 +162,17 @@ def test_autoencoder_composites_its_slots_with_masks_that_sum_to_one(kind):
     assert out.reconstruction.shape == (2, 3, 16, 16)
     assert out.masks.shape == (2, 3, 16, 16) and out.slot_rgb.shape == (2, 3, 3, 16, 16)
     assert out.slots.shape == (2, 3, 16)
-    assert (out.attention is None) == (kind == "slot_mlp")
-    if out.attention is not None:
-        assert out.attention.shape == (2, 3, 16 * 16)
+    assert (out.attention is None) == kind.startswith("slot_mlp")
+    if out.attention is not None:  # the strided encoder gives a quarter of the inputs
+        assert out.attention.shape == (2, 3, 8 * 8 if "cheap" in kind else 16 * 16)
     torch.testing.assert_close(out.masks.sum(dim=1), torch.ones(2, 16, 16))
     torch.testing.assert_close(out.reconstruction, (out.masks[:, :, None] * out.slot_rgb).sum(dim=1))
 
 
-def test_slot_order_does_not_change_the_reconstruction():
+@pytest.mark.parametrize("kind", ["slot_attention", "slot_attention, cheap"])
+def test_slot_order_does_not_change_the_reconstruction(kind):
     torch.manual_seed(0)
-    model, images = AUTOENCODERS["slot_attention"](), scenes(n=2)
+    model, images = AUTOENCODERS[kind](), scenes(n=2)
     noise = torch.randn(2, 3, 16)
     out, permuted = model(images, noise=noise), model(images, noise=noise[:, [2, 0, 1]])
     torch.testing.assert_close(permuted.masks, out.masks[:, [2, 0, 1]])
@@ -183,8 +195,9 @@ def test_adam_steps_reduce_the_reconstruction_error(kind):
     assert losses[-1] < 0.5 * losses[0], losses
 
 
-def test_the_slot_mlp_baseline_differs_from_the_slot_model_only_in_its_slot_module():
-    slot, baseline = AUTOENCODERS["slot_attention"](), AUTOENCODERS["slot_mlp"]()
+@pytest.mark.parametrize("layout", ["", ", cheap"])
+def test_the_slot_mlp_baseline_differs_from_the_slot_model_only_in_its_slot_module(layout):
+    slot, baseline = AUTOENCODERS["slot_attention" + layout](), AUTOENCODERS["slot_mlp" + layout]()
 
     def shapes(model, part):
         return {name: p.shape for name, p in getattr(model, part).named_parameters()}
@@ -201,6 +214,21 @@ def test_the_slot_mlp_baseline_differs_from_the_slot_model_only_in_its_slot_modu
     }
 
 
+def test_the_mlp_decoder_is_a_per_pixel_mlp_on_slot_plus_position():
+    torch.manual_seed(0)
+    decoder = MLPBroadcastDecoder((5, 7), slot_dim=6, hidden=9, layers=3)
+    slots = torch.randn(2, 3, 6)
+    rgb, alpha = decoder(slots)
+    grid = position_grid(5, 7).permute(1, 2, 0)  # (h, w, 4)
+    x = slots[:, :, None, None, :] + decoder.position(grid)  # the (b, k, h, w, d) broadcast, built
+    linears = [decoder.first] + [m for m in decoder.rest if isinstance(m, torch.nn.Linear)]
+    for i, linear in enumerate(linears):
+        x = x @ linear.weight.T + linear.bias
+        x = x.relu() if i < len(linears) - 1 else x
+    torch.testing.assert_close(rgb, x[..., :3].permute(0, 1, 4, 2, 3))
+    torch.testing.assert_close(alpha, x[..., 3])
+
+
 def test_bad_sizes_are_rejected_with_the_parameter_named():
     with pytest.raises(ValueError, match="iters=0"):
         SlotAttention(num_slots=K, dim=D, iters=0)
@@ -208,3 +236,17 @@ def test_bad_sizes_are_rejected_with_the_parameter_named():
         SlotMLPAutoencoder(resolution=16, num_slots=0)
     with pytest.raises(ValueError, match=r"\(16, 16\)"):
         AUTOENCODERS["slot_attention"]()(torch.zeros(1, 3, 12, 12))
+    with pytest.raises(ValueError, match="decoder='deconv'"):
+        SlotAutoencoder(**SIZES, layout=Layout(decoder="deconv"))
+
+
+def test_decoding_a_subset_of_pixels_gives_those_pixels_of_the_full_decoding():
+    torch.manual_seed(0)
+    model, images = AUTOENCODERS["slot_attention, cheap"](), scenes(n=2)
+    noise, pixels = torch.randn(2, 3, 16), torch.tensor([0, 17, 200, 255, 3])
+    full, part = model(images, noise=noise), model(images, noise=noise, pixels=pixels)
+    torch.testing.assert_close(part.masks, full.masks.flatten(2)[:, :, pixels])
+    torch.testing.assert_close(part.slot_rgb, full.slot_rgb.flatten(3)[..., pixels])
+    torch.testing.assert_close(part.reconstruction, full.reconstruction.flatten(2)[:, :, pixels])
+    with pytest.raises(ValueError, match="only the MLP decoder"):
+        AUTOENCODERS["slot_attention"]()(images, pixels=pixels)

@@ -236,3 +236,20 @@ def _mean_over_present(values: torch.Tensor, present: torch.Tensor) -> torch.Ten
     """Returns the mean of values (b, k) over the present entries of each row, NaN if none."""
     total = torch.where(present, values, torch.zeros_like(values)).sum(dim=1)
     return total / present.sum(dim=1).to(values.dtype)  # 0 / 0 = NaN for an image with no object
+
+
+def segmentation_scores(
+    true_labels: torch.Tensor, pred_labels: torch.Tensor, num_objects: int, num_slots: int
+) -> dict[str, torch.Tensor]:
+    """FG-ARI, ARI, mBO and mIoU of each scene, tensors (s,); NaN where a score is undefined.
+
+    True objects are the labels 1..num_objects (background left out); predicted masks are the
+    one-hot argmax over all slots, the background's slot included."""
+    true_masks = one_hot_masks(true_labels, num_objects + 1)[:, 1:]  # (s, objects, h, w)
+    pred_masks = one_hot_masks(pred_labels, num_slots)  # (s, k, h, w)
+    return {
+        "fg_ari": fg_ari(true_labels, pred_labels),
+        "ari": ari(true_labels, pred_labels),
+        "mbo": mean_best_overlap(true_masks, pred_masks),
+        "miou": mean_iou(true_masks, pred_masks),
+    }

@@ -25,9 +25,9 @@ from pydantic import Field
 from bindbench.core.config import Spec
 from bindbench.core.registry import Experiment, RunResult, register
 from bindbench.core.report import Plot
-from bindbench.core.segmentation import ari, fg_ari, mean_best_overlap, mean_iou, one_hot_masks
+from bindbench.core.segmentation import fg_ari, segmentation_scores
 from bindbench.core.training import TrainSpec, train
-from bindbench.models import SlotAutoencoder, SlotMLPAutoencoder
+from bindbench.models import Layout, SlotAutoencoder, SlotMLPAutoencoder
 from bindbench.tasks.scenes import Scenes, Tetrominoes
 
 # FG-ARI of Locatello et al. 2020, Table 1 (research note 1.4), as fractions
@@ -58,6 +58,13 @@ class AutoencoderSpec(Spec):
     implicit: bool = Field(
         False, description="back-propagate through the last iteration only (Chang et al. 2022)"
     )
+    encoder_stride: int = Field(
+        2, ge=1, le=4, description="first convolution's stride (1: the reference; 2: a quarter the inputs)"
+    )
+    decoder: Literal["mlp", "conv"] = Field(
+        "mlp", description="per-pixel MLP broadcast decoder, or the reference's 5 x 5 convolutions"
+    )
+    decoder_hidden: int = Field(64, ge=1, description="hidden units of the MLP decoder's 3 layers")
 
 
 class SceneSpec(Spec):
@@ -87,6 +94,11 @@ class SlotTrainSpec(TrainSpec):
     warmup_steps: int = Field(100, ge=0, description="linear warm-up from 0 to lr")
     eval_every: int = Field(250, ge=1, description="steps between evaluations")
     clip_norm: float | None = Field(None, gt=0, description="clip of the gradient norm (null: none)")
+    pixels: int | None = Field(
+        None,
+        ge=1,
+        description="pixels per image in the loss, a fresh random subset each step (null: all; mlp decoder)",
+    )
 
 
 class SegregationSpec(Spec):
@@ -139,6 +151,11 @@ def check(spec: SegregationSpec) -> None:
             f"model.num_slots={spec.model.num_slots} must be >= data.max_objects + 1 = {data.max_objects + 1}"
             f" (a slot per object and one for the background)"
         )
+    pixels = spec.train.pixels
+    if pixels is not None and spec.model.decoder != "mlp":
+        raise ValueError(f"train.pixels={pixels}: only model.decoder='mlp' decodes a subset of pixels")
+    if pixels is not None and pixels > data.resolution**2:
+        raise ValueError(f"train.pixels={pixels} must be <= data.resolution^2 = {data.resolution**2}")
     if spec.pictures > spec.eval_scenes:
         raise ValueError(f"pictures={spec.pictures} must be <= eval_scenes={spec.eval_scenes}")
     try:
@@ -149,9 +166,10 @@ def check(spec: SegregationSpec) -> None:
 
 def make_model(spec: SegregationSpec) -> SlotAutoencoder | SlotMLPAutoencoder:
     m, size = spec.model, spec.data.resolution
+    layout = Layout(m.encoder_stride, m.decoder, m.decoder_hidden)
     if m.kind == "slot_mlp":
-        return SlotMLPAutoencoder(size, m.num_slots, m.channels, m.slot_dim, m.hidden)
-    return SlotAutoencoder(size, m.num_slots, m.channels, m.slot_dim, m.iters, m.hidden, m.implicit)
+        return SlotMLPAutoencoder(size, m.num_slots, m.channels, m.slot_dim, m.hidden, layout)
+    return SlotAutoencoder(size, m.num_slots, m.channels, m.slot_dim, m.iters, m.hidden, m.implicit, layout)
 
 
 @dataclass
@@ -183,23 +201,6 @@ def segment(model, ev: EvaluationSet) -> tuple[torch.Tensor, torch.Tensor, int]:
         labels.append(out.masks.argmax(1))
         mse.append((out.reconstruction - images).pow(2).mean((1, 2, 3)))
     return torch.cat(labels), torch.cat(mse), out.masks.shape[1]
-
-
-def segmentation_scores(
-    true_labels: torch.Tensor, pred_labels: torch.Tensor, num_objects: int, num_slots: int
-) -> dict[str, torch.Tensor]:
-    """FG-ARI, ARI, mBO and mIoU of each scene, tensors (s,); NaN where a score is undefined.
-
-    True objects are the labels 1..num_objects (background left out); predicted masks are the
-    one-hot argmax over all slots, the background's slot included."""
-    true_masks = one_hot_masks(true_labels, num_objects + 1)[:, 1:]  # (s, objects, h, w)
-    pred_masks = one_hot_masks(pred_labels, num_slots)  # (s, k, h, w)
-    return {
-        "fg_ari": fg_ari(true_labels, pred_labels),
-        "ari": ari(true_labels, pred_labels),
-        "mbo": mean_best_overlap(true_masks, pred_masks),
-        "miou": mean_iou(true_masks, pred_masks),
-    }
 
 
 def score(model, ev: EvaluationSet) -> dict[str, float]:
@@ -238,8 +239,11 @@ def pictures(model, ev: EvaluationSet, count: int) -> dict[str, list]:
 
 
 def reconstruction_loss(model, batch) -> torch.Tensor:
-    images, noise = batch
-    return torch.nn.functional.mse_loss(model(images, noise=noise).reconstruction, images)
+    images, noise, pixels = batch
+    if pixels is None:
+        return torch.nn.functional.mse_loss(model(images, noise=noise).reconstruction, images)
+    out = model(images, noise=noise, pixels=pixels)
+    return torch.nn.functional.mse_loss(out.reconstruction, images.flatten(2)[:, :, pixels])
 
 
 def run(spec: SegregationSpec, ctx) -> RunResult:
@@ -252,10 +256,15 @@ def run(spec: SegregationSpec, ctx) -> RunResult:
     noise = torch.Generator(device=device).manual_seed(2 * spec.seed + 2)
     noise_shape = (spec.train.batch_size, spec.model.num_slots, spec.model.slot_dim)
 
+    num_pixels = spec.data.resolution**2
+
     def sample_batch(step: int):
-        # noise is drawn for the Slot MLP too (unused), so both kinds see the same scenes
+        # noise is drawn for the Slot MLP too (unused), so both kinds see the same scenes and pixels
         images = scenes.sample(spec.train.batch_size, data).images
-        return images, torch.randn(noise_shape, generator=noise, device=device)
+        pixels = None
+        if spec.train.pixels is not None:
+            pixels = torch.randperm(num_pixels, generator=data, device=device)[: spec.train.pixels]
+        return images, torch.randn(noise_shape, generator=noise, device=device), pixels
 
     trained = train(
         model,

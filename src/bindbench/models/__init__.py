@@ -2,12 +2,13 @@
 
 from bindbench.models.mlp import MLP
 from bindbench.models.seq2seq import LSTMSeq2Seq, TransformerSeq2Seq
-from bindbench.models.slot_attention import SlotAttention, SlotAutoencoder, SlotMLPAutoencoder
+from bindbench.models.slot_attention import Layout, SlotAttention, SlotAutoencoder, SlotMLPAutoencoder
 
 __all__ = [
     "MLP",
     "LSTMSeq2Seq",
     "TransformerSeq2Seq",
+    "Layout",
     "SlotAttention",
     "SlotAutoencoder",
     "SlotMLPAutoencoder",

@@ -124,13 +124,15 @@ class SoftPositionEmbed(nn.Module):
 class Encoder(nn.Module):
     """Images (b, 3, h, w) -> a set of h*w feature vectors (b, n, slot_dim)."""
 
-    def __init__(self, size: tuple[int, int], channels: int, slot_dim: int):
+    def __init__(self, size: tuple[int, int], channels: int, slot_dim: int, kernel: int = 5, stride: int = 1):
         super().__init__()
         layers = []
-        for c_in in [3, channels, channels, channels]:
-            layers += [nn.Conv2d(c_in, channels, 5, padding=2), nn.ReLU()]
+        for i, c_in in enumerate([3, channels, channels, channels]):
+            step = stride if i == 0 else 1  # a strided first layer: 1/stride^2 of the later layers' work
+            layers += [nn.Conv2d(c_in, channels, kernel, stride=step, padding=kernel // 2), nn.ReLU()]
         self.convs = nn.Sequential(*layers)
-        self.position = SoftPositionEmbed(channels, size)
+        out = tuple((side + 2 * (kernel // 2) - kernel) // stride + 1 for side in size)
+        self.position = SoftPositionEmbed(channels, out)
         self.norm = nn.LayerNorm(channels)
         self.mlp = nn.Sequential(nn.Linear(channels, channels), nn.ReLU(), nn.Linear(channels, slot_dim))
 
@@ -158,8 +160,53 @@ class SpatialBroadcastDecoder(nn.Module):
         return out[:, :, :3], out[:, :, 3]
 
 
+class MLPBroadcastDecoder(nn.Module):
+    """Slots (b, k, d) -> RGB (b, k, 3, h, w) and alpha logits (b, k, h, w) by a per-pixel MLP.
+
+    The spatial broadcast decoder with 1 x 1 convolutions: each pixel of each slot sees only its
+    slot and its own position, as in the MLP decoders of DINOSAUR and Invariant Slot Attention.
+    Its first layer is linear in (slot + position embedding), so it is computed as W slot + W pos
+    without building the (b, k, h*w, d) broadcast: about a tenth of the 5 x 5 decoder's work.
+    """
+
+    def __init__(self, size: tuple[int, int], slot_dim: int, hidden: int, layers: int = 3):
+        super().__init__()
+        _check_positive(hidden=hidden, layers=layers)
+        self.size = size
+        self.register_buffer("grid", position_grid(*size).flatten(1).T, persistent=False)  # (h*w, 4)
+        self.position = nn.Linear(4, slot_dim)
+        self.first = nn.Linear(slot_dim, hidden)
+        rest = []
+        for _ in range(layers - 1):
+            rest += [nn.ReLU(), nn.Linear(hidden, hidden)]
+        self.rest = nn.Sequential(*rest, nn.ReLU(), nn.Linear(hidden, 4))
+
+    def forward(
+        self, slots: torch.Tensor, pixels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """With `pixels`, flat pixel indices (p,), decodes only those: RGB (b, k, 3, p), alpha (b, k, p)."""
+        b, k, _ = slots.shape
+        grid = self.grid if pixels is None else self.grid[pixels]
+        positions = self.first(self.position(grid))  # (n, hidden): W pos + bias
+        x = slots @ self.first.weight.T  # (b, k, hidden): W slot
+        out = self.rest(x.unsqueeze(2) + positions).transpose(2, 3)  # (b, k, 4, n)
+        if pixels is None:
+            out = out.reshape(b, k, 4, *self.size)
+        return out[:, :, :3], out[:, :, 3]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The encoder's and decoder's cost-setting choices; the defaults are the reference's small-image
+    version (stride 1, three 5 x 5 convolutions per slot at full resolution)."""
+
+    encoder_stride: int = 1  # of the first convolution; 2 gives Slot Attention (h/2) * (w/2) inputs
+    decoder: str = "conv"  # "conv": 5 x 5 convolutions; "mlp": a per-pixel MLP (MLPBroadcastDecoder)
+    decoder_hidden: int = 64  # the MLP decoder's hidden units
+
+
 @dataclass
-class AutoencoderOutput:
+class AutoencoderOutput:  # with `pixels`, (p,) stands for (h, w)
     reconstruction: torch.Tensor  # (b, 3, h, w): sum over slots of masks * slot_rgb
     masks: torch.Tensor  # (b, k, h, w): softmax over slots of the alpha logits
     slot_rgb: torch.Tensor  # (b, k, 3, h, w)
@@ -174,13 +221,18 @@ class ObjectDiscoveryAutoencoder(nn.Module):
     MSE of `reconstruction` to the images, left to the caller.
     """
 
-    def __init__(self, resolution: int | tuple[int, int], channels: int, slot_dim: int):
+    def __init__(self, resolution: int | tuple[int, int], channels: int, slot_dim: int, layout: Layout):
         super().__init__()
         size = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
         _check_positive(height=size[0], width=size[1], channels=channels, slot_dim=slot_dim)
         self.size = size
-        self.encoder = Encoder(size, channels, slot_dim)
-        self.decoder = SpatialBroadcastDecoder(size, slot_dim, channels)
+        self.encoder = Encoder(size, channels, slot_dim, stride=layout.encoder_stride)
+        if layout.decoder == "conv":
+            self.decoder = SpatialBroadcastDecoder(size, slot_dim, channels)
+        elif layout.decoder == "mlp":
+            self.decoder = MLPBroadcastDecoder(size, slot_dim, layout.decoder_hidden)
+        else:
+            raise ValueError(f"decoder={layout.decoder!r} must be 'conv' or 'mlp'")
 
     def slots_from(self, features, noise, generator) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Slots (b, k, d) and an attention (b, k, n) or None, from features (b, n, d)."""
@@ -191,17 +243,28 @@ class ObjectDiscoveryAutoencoder(nn.Module):
         images: torch.Tensor,
         noise: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        pixels: torch.Tensor | None = None,
     ) -> AutoencoderOutput:
         """Decoding of images (b, 3, h, w); `noise` and `generator` go to Slot Attention's initial
-        slots (see `SlotAttention.forward`), the Slot MLP has no use for them."""
+        slots (see `SlotAttention.forward`), the Slot MLP has no use for them.
+
+        `pixels`, flat indices (p,) into h * w, decodes only those pixels (the MLP decoder only): the
+        output's images and masks are then (b, c, p) and (b, k, p). A training loss on a random
+        subset of pixels is an unbiased estimate of the full one at a fraction of the decoder's cost.
+        """
         if tuple(images.shape[-2:]) != self.size:
             raise ValueError(
                 f"images of size {tuple(images.shape[-2:])} but the model was built for {self.size}"
             )
         slots, attention = self.slots_from(self.encoder(images), noise, generator)
-        slot_rgb, alpha = self.decoder(slots)
+        if pixels is None:
+            slot_rgb, alpha = self.decoder(slots)
+        elif isinstance(self.decoder, MLPBroadcastDecoder):
+            slot_rgb, alpha = self.decoder(slots, pixels)
+        else:
+            raise ValueError("only the MLP decoder decodes a subset of pixels")
         masks = alpha.softmax(dim=1)  # the slots compete for each pixel
-        reconstruction = torch.einsum("bkhw,bkchw->bchw", masks, slot_rgb)
+        reconstruction = torch.einsum("bk...,bkc...->bc...", masks, slot_rgb)
         return AutoencoderOutput(reconstruction, masks, slot_rgb, slots, attention)
 
 
@@ -217,8 +280,9 @@ class SlotAutoencoder(ObjectDiscoveryAutoencoder):
         iters: int = 3,
         hidden: int = 128,
         implicit: bool = False,
+        layout: Layout = Layout(),
     ):
-        super().__init__(resolution, channels, slot_dim)
+        super().__init__(resolution, channels, slot_dim, layout)
         self.slot_attention = SlotAttention(num_slots, slot_dim, iters, hidden, implicit=implicit)
 
     def slots_from(self, features, noise, generator):
@@ -235,8 +299,9 @@ class SlotMLPAutoencoder(ObjectDiscoveryAutoencoder):
         channels: int = 32,
         slot_dim: int = 64,
         hidden: int = 128,
+        layout: Layout = Layout(),
     ):
-        super().__init__(resolution, channels, slot_dim)
+        super().__init__(resolution, channels, slot_dim, layout)
         _check_positive(num_slots=num_slots, hidden=hidden)
         self.num_slots, self.slot_dim = num_slots, slot_dim
         self.slot_mlp = nn.Sequential(
