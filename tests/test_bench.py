@@ -1,6 +1,6 @@
 import pytest
 
-from bindbench.bench import _training_flops, bench_ensemble, bench_mlp, bench_seq2seq
+from bindbench.bench import _training_flops, bench_ensemble, bench_mlp, bench_scenes, bench_seq2seq
 from bindbench.models import MLP
 
 
@@ -19,3 +19,6 @@ def test_benchmarks_report_side_by_side_ratios():  # a smoke test: tiny sizes, n
     mlp = bench_mlp(width=16, depth=1, steps=1, peak=100.0)
     assert mlp["fraction_of_peak"] == mlp["achieved_gflops"] / 100.0
     assert 0 < mlp["data_fraction_of_step"]
+    scenes = bench_scenes(16, batch_size=2, steps=1, **{"train.pixels": 8, "model.channels": 4})
+    assert scenes["case"] == "slot_attention autoencoder 16x16, batch 2, stride 2, mlp decoder, 8 pixels"
+    assert 0 < scenes["data_fraction_of_step"] and scenes["scenes_per_second"] > 0

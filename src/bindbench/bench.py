@@ -175,6 +175,49 @@ def bench_seq2seq(kind: str = "transformer", steps: int = 10, batch_size: int = 
     }
 
 
+def bench_scenes(resolution: int = 32, batch_size: int = 16, steps: int = 10, **sets) -> dict:
+    """(e) Scenes generated per second, and the segregation autoencoder's training step (the
+    experiment's loss, Adam) at the spec its `sets` give (dotted keys, e.g. model.decoder="conv");
+    generation's share of a step is the target of issue 5 (< 5%)."""
+    from bindbench.core.config import build_spec
+    from bindbench.experiments.segregation import (
+        SegregationSpec,
+        make_model,
+        make_scenes,
+        reconstruction_loss,
+    )
+
+    sets = {"data.resolution": resolution, "train.batch_size": batch_size, **sets}
+    spec = build_spec(SegregationSpec, overrides=sets)
+    scenes = make_scenes(spec.data)
+    generator = torch.Generator().manual_seed(0)
+    sample_seconds = _seconds(lambda: scenes.sample(batch_size, generator), steps)
+    torch.manual_seed(0)
+    model = make_model(spec)
+    optimizer = make_optimizer(model, spec.train.lr, spec.train.weight_decay)
+    noise_shape = (batch_size, spec.model.num_slots, spec.model.slot_dim)
+
+    def step() -> None:
+        images = scenes.sample(batch_size, generator).images
+        pixels = None
+        if spec.train.pixels is not None:
+            pixels = torch.randperm(resolution**2, generator=generator)[: spec.train.pixels]
+        loss = reconstruction_loss(model, (images, torch.randn(noise_shape, generator=generator), pixels))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    step_seconds = _seconds(step, steps)
+    m = spec.model
+    layout = f"stride {m.encoder_stride}, {m.decoder} decoder, {spec.train.pixels or 'all'} pixels"
+    return {
+        "case": f"{m.kind} autoencoder {resolution}x{resolution}, batch {batch_size}, {layout}",
+        "scenes_per_second": batch_size / sample_seconds,
+        "ms_per_step": 1e3 * step_seconds,
+        "data_fraction_of_step": sample_seconds / step_seconds,
+    }
+
+
 def run_benchmarks(quick: bool = False) -> dict:
     """Runs (a), (b) and (c) on all cores of this machine; returns plain data."""
     torch.set_num_threads(os.cpu_count() or 1)
@@ -195,4 +238,10 @@ def run_benchmarks(quick: bool = False) -> dict:
         "mlp_256": bench_mlp(256, 4, steps=steps, peak=peak),
         "scan_transformer": bench_seq2seq("transformer", steps=steps),
         "scan_lstm": bench_seq2seq("lstm", steps=steps),
+        "scenes_32": bench_scenes(32, steps=steps, **{"train.pixels": 256}),
+        "scenes_32_all_pixels": bench_scenes(32, steps=steps),
+        "scenes_32_reference_layout": bench_scenes(
+            32, steps=max(2, steps // 2), **{"model.encoder_stride": 1, "model.decoder": "conv"}
+        ),
+        "scenes_64": bench_scenes(64, steps=max(2, steps // 2), **{"train.pixels": 1024}),
     }

@@ -262,6 +262,14 @@ def bench_command(
             f"{case['target_tokens_per_second']:.0f} tokens/s",
             "",
         )
+    for key in ("scenes_32", "scenes_32_all_pixels", "scenes_32_reference_layout", "scenes_64"):
+        case = results[key]
+        table.add_row(
+            case["case"],
+            f"{case['ms_per_step']:.1f} ms per step, {case['scenes_per_second']:.0f} scenes/s generated",
+            f"data {100 * case['data_fraction_of_step']:.2f}% of a step",
+            "< 5%",
+        )
     console.print(table)
     machine = results["machine"]
     console.print(f"machine: {machine['processor']}, {machine['cores']} cores, torch {machine['torch']}")

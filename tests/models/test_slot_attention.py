@@ -250,3 +250,14 @@ def test_decoding_a_subset_of_pixels_gives_those_pixels_of_the_full_decoding():
     torch.testing.assert_close(part.reconstruction, full.reconstruction.flatten(2)[:, :, pixels])
     with pytest.raises(ValueError, match="only the MLP decoder"):
         AUTOENCODERS["slot_attention"]()(images, pixels=pixels)
+
+
+def test_the_mlp_decoders_fourier_features_are_sines_and_cosines_of_position():
+    decoder = MLPBroadcastDecoder((5, 7), slot_dim=6, hidden=9, frequencies=2)
+    y, x = position_grid(5, 7).flatten(1)[:2]  # (h*w,) each, over [0, 1]
+    angles = [torch.pi * y, 2 * torch.pi * y, torch.pi * x, 2 * torch.pi * x]  # 1/2 and 1 cycle per image
+    expected = torch.stack(
+        [*position_grid(5, 7).flatten(1), *(a.sin() for a in angles), *(a.cos() for a in angles)]
+    )
+    assert decoder.grid.shape == (35, 12) and decoder.position.in_features == 12
+    torch.testing.assert_close(decoder.grid, expected.T)

@@ -169,12 +169,18 @@ class MLPBroadcastDecoder(nn.Module):
     without building the (b, k, h*w, d) broadcast: about a tenth of the 5 x 5 decoder's work.
     """
 
-    def __init__(self, size: tuple[int, int], slot_dim: int, hidden: int, layers: int = 3):
+    def __init__(
+        self, size: tuple[int, int], slot_dim: int, hidden: int, layers: int = 3, frequencies: int = 0
+    ):
         super().__init__()
         _check_positive(hidden=hidden, layers=layers)
         self.size = size
-        self.register_buffer("grid", position_grid(*size).flatten(1).T, persistent=False)  # (h*w, 4)
-        self.position = nn.Linear(4, slot_dim)
+        grid = position_grid(*size).flatten(1).T  # (h*w, 4)
+        if frequencies:  # sines and cosines of y, then of x, at 1/2, 1, 2, ... cycles per image
+            angles = (grid[:, :2, None] * torch.pi * 2.0 ** torch.arange(frequencies)).flatten(1)
+            grid = torch.cat([grid, angles.sin(), angles.cos()], dim=1)
+        self.register_buffer("grid", grid, persistent=False)  # (h*w, 4 + 4 * frequencies)
+        self.position = nn.Linear(grid.shape[1], slot_dim)
         self.first = nn.Linear(slot_dim, hidden)
         rest = []
         for _ in range(layers - 1):
@@ -203,6 +209,7 @@ class Layout:
     encoder_stride: int = 1  # of the first convolution; 2 gives Slot Attention (h/2) * (w/2) inputs
     decoder: str = "conv"  # "conv": 5 x 5 convolutions; "mlp": a per-pixel MLP (MLPBroadcastDecoder)
     decoder_hidden: int = 64  # the MLP decoder's hidden units
+    decoder_frequencies: int = 0  # Fourier features of position for the MLP decoder (0: none)
 
 
 @dataclass
@@ -230,7 +237,8 @@ class ObjectDiscoveryAutoencoder(nn.Module):
         if layout.decoder == "conv":
             self.decoder = SpatialBroadcastDecoder(size, slot_dim, channels)
         elif layout.decoder == "mlp":
-            self.decoder = MLPBroadcastDecoder(size, slot_dim, layout.decoder_hidden)
+            hidden, frequencies = layout.decoder_hidden, layout.decoder_frequencies
+            self.decoder = MLPBroadcastDecoder(size, slot_dim, hidden, frequencies=frequencies)
         else:
             raise ValueError(f"decoder={layout.decoder!r} must be 'conv' or 'mlp'")
 
