@@ -22,3 +22,11 @@ def test_benchmarks_report_side_by_side_ratios():  # a smoke test: tiny sizes, n
     scenes = bench_scenes(16, batch_size=2, steps=1, **{"train.pixels": 8, "model.channels": 4})
     assert scenes["case"] == "slot_attention autoencoder 16x16, batch 2, stride 2, mlp decoder, 8 pixels"
     assert 0 < scenes["data_fraction_of_step"] and scenes["scenes_per_second"] > 0
+
+
+def test_bench_only_an_unknown_group_is_a_one_line_error(capsys):
+    from bindbench.cli import main
+
+    assert main(["bench", "--only", "scenes", "--only", "gpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "bindbench: error: --only 'gpu': choose from ensemble, mlp, scan, scenes"

@@ -218,30 +218,40 @@ def bench_scenes(resolution: int = 32, batch_size: int = 16, steps: int = 10, **
     }
 
 
-def run_benchmarks(quick: bool = False) -> dict:
-    """Runs (a), (b) and (c) on all cores of this machine; returns plain data."""
+GROUPS = ("ensemble", "mlp", "scan", "scenes")
+
+
+def run_benchmarks(quick: bool = False, only: tuple[str, ...] = GROUPS) -> dict:
+    """Runs the groups of cases in `only` on all cores of this machine; returns plain data."""
     torch.set_num_threads(os.cpu_count() or 1)
-    peak = peak_matmul_gflops()
     steps = 3 if quick else 10
-    return {
+    results = {
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(),
             "cores": os.cpu_count(),
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
-        },
-        "ensemble": bench_ensemble(steps=steps, peak=peak),
-        # where per-call overhead, not arithmetic, dominates: what ensembles are for
-        "ensemble_small": bench_ensemble(width=16, depth=2, batch_tasks=16, steps=steps, peak=peak),
-        "mlp_1024": bench_mlp(1024, 4, steps=max(2, steps // 2), peak=peak),
-        "mlp_256": bench_mlp(256, 4, steps=steps, peak=peak),
-        "scan_transformer": bench_seq2seq("transformer", steps=steps),
-        "scan_lstm": bench_seq2seq("lstm", steps=steps),
-        "scenes_32": bench_scenes(32, steps=steps, **{"train.pixels": 256}),
-        "scenes_32_all_pixels": bench_scenes(32, steps=steps),
-        "scenes_32_reference_layout": bench_scenes(
-            32, steps=max(2, steps // 2), **{"model.encoder_stride": 1, "model.decoder": "conv"}
-        ),
-        "scenes_64": bench_scenes(64, steps=max(2, steps // 2), **{"train.pixels": 1024}),
+        }
     }
+    if "ensemble" in only or "mlp" in only:
+        peak = peak_matmul_gflops()
+    if "ensemble" in only:
+        results["ensemble"] = bench_ensemble(steps=steps, peak=peak)
+        # where per-call overhead, not arithmetic, dominates: what ensembles are for
+        results["ensemble_small"] = bench_ensemble(width=16, depth=2, batch_tasks=16, steps=steps, peak=peak)
+    if "mlp" in only:
+        results["mlp_1024"] = bench_mlp(1024, 4, steps=max(2, steps // 2), peak=peak)
+        results["mlp_256"] = bench_mlp(256, 4, steps=steps, peak=peak)
+    if "scan" in only:
+        results["scan_transformer"] = bench_seq2seq("transformer", steps=steps)
+        results["scan_lstm"] = bench_seq2seq("lstm", steps=steps)
+    if "scenes" in only:  # the experiment's defaults: stride 2, MLP decoder, 256 pixels
+        few = max(2, steps // 2)
+        results["scenes_32"] = bench_scenes(32, steps=steps)
+        results["scenes_32_all_pixels"] = bench_scenes(32, steps=steps, **{"train.pixels": None})
+        reference = {"model.encoder_stride": 1, "model.decoder": "conv", "train.pixels": None}
+        results["scenes_32_reference_layout"] = bench_scenes(32, steps=few, **reference)
+        results["scenes_64"] = bench_scenes(64, steps=few, **{"train.pixels": 1024})
+        results["scenes_64_reference_layout"] = bench_scenes(64, steps=few, **reference)
+    return results

@@ -491,8 +491,8 @@ EXPERIMENT = register(
             # train side by side. See README for what each profile measured.
             "quick": {
                 "model.kind": ["slot_attention", "slot_mlp"],
-                "train.steps": 1500,
-                "train.warmup_steps": 300,
+                "train.steps": 1000,
+                "train.warmup_steps": 200,
                 "train.eval_every": 500,
                 "eval_scenes": 128,
             },
