@@ -11,6 +11,7 @@ from bindbench.core.plan import make_plan
 from bindbench.experiments.segregation import (
     evaluation_set,
     make_model,
+    make_scenes,
     picture_plots,
     pictures,
     plots,
@@ -124,6 +125,10 @@ def test_the_evaluation_scenes_are_the_same_for_every_seed_and_model():
         ),
         (["pictures=9"], "pictures=9 must be <= eval_scenes=8"),
         (["data.sizes=[0.1]"], r"data: sizes=\(0.1,\) at resolution=16 give objects under 4 pixels"),
+        (
+            ["data.held_out=0.3", "data.dataset=tetrominoes", "data.resolution=21", "data.min_objects=3"],
+            "data.held_out=0.3: tetrominoes",
+        ),
         (["train.pixels=257"], r"train.pixels=257 must be <= data.resolution\^2 = 256"),
         (["train.pixels=8", "model.decoder=conv"], "only model.decoder='mlp' decodes a subset"),
     ],
@@ -210,3 +215,12 @@ def test_data_scenes_writes_pngs_and_labels_and_rejects_bad_values(tmp_path, cap
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and err[0].startswith("bindbench: error:"), (bad, err)
     assert not (tmp_path / "bad").exists()
+
+
+def test_held_out_pairs_never_appear_in_the_scenes_a_run_trains_on():
+    spec = tiny_spec("data.held_out=0.25")
+    scenes = make_scenes(spec.data)
+    assert len(scenes.held_out) == 8  # a quarter of the 8 x 4 colour x shape pairs
+    batch = scenes.sample(512, torch.Generator().manual_seed(0))
+    assert batch.valid.sum() > 1000 and not batch.held_out.any()
+    assert not make_scenes(tiny_spec().data).held_out

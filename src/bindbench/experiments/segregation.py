@@ -83,6 +83,12 @@ class SceneSpec(Spec):
     sizes: list[float] = Field(
         [0.4, 0.5], min_length=1, description="object sizes, fractions of the image side (not tetrominoes)"
     )
+    held_out: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="fraction of colour x shape pairs never drawn (the same pairs every seed)",
+    )
 
 
 class SlotTrainSpec(TrainSpec):
@@ -133,6 +139,7 @@ def make_scenes(data: SceneSpec, device: torch.device | str = "cpu") -> Scenes |
         data.max_objects,
         sizes=tuple(data.sizes),
         background=data.background,
+        held_out=data.held_out or None,
         device=device,
     )
 
@@ -155,6 +162,8 @@ def check(spec: SegregationSpec) -> None:
                 f"data.min_objects={data.min_objects} must equal data.max_objects={data.max_objects} "
                 f"for tetrominoes: every scene holds that many pieces"
             )
+        if data.held_out:
+            raise ValueError(f"data.held_out={data.held_out}: tetrominoes have no held-out pairs")
         if data.background != "black":
             raise ValueError(f"data.background={data.background!r}: tetrominoes are drawn on black only")
         if data.max_objects > 3:  # each piece rules out up to 16 of the 36 places of the next
