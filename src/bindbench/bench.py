@@ -182,6 +182,7 @@ def bench_scenes(resolution: int = 32, batch_size: int = 16, steps: int = 10, **
     from bindbench.core.config import build_spec
     from bindbench.experiments.segregation import (
         SegregationSpec,
+        batch_sampler,
         make_model,
         make_scenes,
         reconstruction_loss,
@@ -195,14 +196,10 @@ def bench_scenes(resolution: int = 32, batch_size: int = 16, steps: int = 10, **
     torch.manual_seed(0)
     model = make_model(spec)
     optimizer = make_optimizer(model, spec.train.lr, spec.train.weight_decay)
-    noise_shape = (batch_size, spec.model.num_slots, spec.model.slot_dim)
+    sample_batch = batch_sampler(spec, scenes, generator, generator)
 
     def step() -> None:
-        images = scenes.sample(batch_size, generator).images
-        pixels = None
-        if spec.train.pixels is not None:
-            pixels = torch.randperm(resolution**2, generator=generator)[: spec.train.pixels]
-        loss = reconstruction_loss(model, (images, torch.randn(noise_shape, generator=generator), pixels))
+        loss = reconstruction_loss(model, sample_batch(0))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -268,6 +268,23 @@ def reconstruction_loss(model, batch) -> torch.Tensor:
     return torch.nn.functional.mse_loss(out.reconstruction, images.flatten(2)[:, :, pixels])
 
 
+def batch_sampler(spec: SegregationSpec, scenes, data: torch.Generator, noise: torch.Generator):
+    """The training batches, step -> (images, initial-slot noise, pixels or None): fresh scenes and
+    pixel subset from `data`, noise from `noise` (both on the scenes' device)."""
+    shape = (spec.train.batch_size, spec.model.num_slots, spec.model.slot_dim)
+    device, num_pixels = scenes.device, spec.data.resolution**2
+
+    def sample_batch(step: int):
+        # noise is drawn for the Slot MLP too (unused), so both kinds see the same scenes and pixels
+        images = scenes.sample(spec.train.batch_size, data).images
+        pixels = None
+        if spec.train.pixels is not None:
+            pixels = torch.randperm(num_pixels, generator=data, device=device)[: spec.train.pixels]
+        return images, torch.randn(shape, generator=noise, device=device), pixels
+
+    return sample_batch
+
+
 def run(spec: SegregationSpec, ctx) -> RunResult:
     device = ctx.device
     scenes = make_scenes(spec.data, device)
@@ -276,17 +293,7 @@ def run(spec: SegregationSpec, ctx) -> RunResult:
     model = make_model(spec).to(device)
     data = torch.Generator(device=device).manual_seed(2 * spec.seed + 1)
     noise = torch.Generator(device=device).manual_seed(2 * spec.seed + 2)
-    noise_shape = (spec.train.batch_size, spec.model.num_slots, spec.model.slot_dim)
-
-    num_pixels = spec.data.resolution**2
-
-    def sample_batch(step: int):
-        # noise is drawn for the Slot MLP too (unused), so both kinds see the same scenes and pixels
-        images = scenes.sample(spec.train.batch_size, data).images
-        pixels = None
-        if spec.train.pixels is not None:
-            pixels = torch.randperm(num_pixels, generator=data, device=device)[: spec.train.pixels]
-        return images, torch.randn(noise_shape, generator=noise, device=device), pixels
+    sample_batch = batch_sampler(spec, scenes, data, noise)
 
     trained = train(
         model,

@@ -6,7 +6,9 @@ Attention and decodes every slot on its own with a spatial broadcast decoder; a 
 of the decoded alpha logits gives the masks (the segmentation) and the reconstruction is the
 mask-weighted sum of the slots' RGB. `SlotMLPAutoencoder` is the same autoencoder with the slots read
 off the pooled features by an MLP: the paper's slot-free ablation. Sized for small images, the
-decoder broadcasts at full resolution and every convolution has stride 1.
+decoder broadcasts at full resolution; `Layout` chooses between the reference's layout (stride-1
+encoder, 5 x 5 convolutional decoder) and a cheaper one (strided first convolution, per-pixel MLP
+decoder that can decode a subset of pixels).
 
 Axes: b batch, k slot, n input (pixel), d feature, c channel, h height, w width.
 """
@@ -124,14 +126,14 @@ class SoftPositionEmbed(nn.Module):
 class Encoder(nn.Module):
     """Images (b, 3, h, w) -> a set of h*w feature vectors (b, n, slot_dim)."""
 
-    def __init__(self, size: tuple[int, int], channels: int, slot_dim: int, kernel: int = 5, stride: int = 1):
+    def __init__(self, size: tuple[int, int], channels: int, slot_dim: int, stride: int = 1):
         super().__init__()
         layers = []
         for i, c_in in enumerate([3, channels, channels, channels]):
             step = stride if i == 0 else 1  # a strided first layer: 1/stride^2 of the later layers' work
-            layers += [nn.Conv2d(c_in, channels, kernel, stride=step, padding=kernel // 2), nn.ReLU()]
+            layers += [nn.Conv2d(c_in, channels, 5, stride=step, padding=2), nn.ReLU()]
         self.convs = nn.Sequential(*layers)
-        out = tuple((side + 2 * (kernel // 2) - kernel) // stride + 1 for side in size)
+        out = tuple((side - 1) // stride + 1 for side in size)  # 5 x 5, padding 2
         self.position = SoftPositionEmbed(channels, out)
         self.norm = nn.LayerNorm(channels)
         self.mlp = nn.Sequential(nn.Linear(channels, channels), nn.ReLU(), nn.Linear(channels, slot_dim))
