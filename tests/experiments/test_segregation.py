@@ -131,6 +131,10 @@ def test_the_evaluation_scenes_are_the_same_for_every_seed_and_model():
         ),
         (["train.pixels=257"], r"train.pixels=257 must be <= data.resolution\^2 = 256"),
         (["train.pixels=8", "model.decoder=conv"], "only model.decoder='mlp' decodes a subset"),
+        (
+            ["data.max_objects=9", "model.num_slots=10"],
+            "data: distinct_colours with max_objects=9 needs 9 colours, but colours has 8",
+        ),
     ],
 )
 def test_bad_specs_are_one_line_errors(sets, message):
@@ -215,6 +219,21 @@ def test_data_scenes_writes_pngs_and_labels_and_rejects_bad_values(tmp_path, cap
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and err[0].startswith("bindbench: error:"), (bad, err)
     assert not (tmp_path / "bad").exists()
+
+
+def test_decoder_depth_and_distinct_colours_reach_the_model_and_the_scenes():
+    def depth(spec) -> int:
+        decoder = make_model(spec).decoder
+        return sum(isinstance(m, torch.nn.Linear) for m in [decoder.first, *decoder.rest]) - 1
+
+    assert depth(tiny_spec()) == 3 and depth(tiny_spec("model.decoder_layers=5")) == 5
+    assert make_scenes(tiny_spec().data).distinct_colours
+    repeats = make_scenes(
+        tiny_spec("data.distinct_colours=false", "data.max_objects=4", "model.num_slots=5").data
+    )
+    batch = repeats.sample(256, torch.Generator().manual_seed(0))
+    assert not repeats.distinct_colours
+    assert any(len(set(c[v].tolist())) < int(v.sum()) for c, v in zip(batch.colour, batch.valid))
 
 
 def test_held_out_pairs_never_appear_in_the_scenes_a_run_trains_on():

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from bindbench.core.segmentation import fg_ari
 from bindbench.tasks.scenes import (
     BACKGROUNDS,
     PALETTE,
@@ -170,6 +171,29 @@ def test_fraction_held_out_is_seeded_and_keeps_every_colour_and_shape_in_trainin
     assert Scenes(held_out=0.75).held_out  # 8 training pairs still cover 8 colours
 
 
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_distinct_colours_never_repeat_a_colour_in_a_scene_and_keep_the_split(split):
+    scenes = Scenes(min_objects=3, max_objects=6, held_out=HELD, distinct_colours=True)
+    big = scenes.sample(2048, gen(3), split)
+    for scene in pairs_of(scenes, big):
+        assert len({c for c, _ in scene}) == len(scene)
+        held = [p in HELD for p in scene]
+        assert held == ([False] * len(scene) if split == "train" else [False] * (len(scene) - 1) + [True])
+    seen = Counter(p for scene in pairs_of(scenes, big) for p in scene[: None if split == "train" else -1])
+    assert len(seen) == len(scenes.colours) * len(scenes.shapes) - len(HELD)  # all training pairs occur
+
+
+def test_with_distinct_colours_a_segmentation_by_colour_alone_is_perfect():
+    batch = Scenes(min_objects=2, max_objects=4, sizes=(0.5,), distinct_colours=True).sample(256, gen(4))
+    flat = batch.images.flatten(2).transpose(1, 2)  # (b, n, c)
+    by_colour = torch.stack([torch.unique(x, dim=0, return_inverse=True)[1] for x in flat])
+    assert torch.nanmean(fg_ari(batch.labels, by_colour.view_as(batch.labels))) == 1.0
+    repeats = Scenes(min_objects=2, max_objects=4, sizes=(0.5,)).sample(256, gen(4))
+    flat = repeats.images.flatten(2).transpose(1, 2)
+    by_colour = torch.stack([torch.unique(x, dim=0, return_inverse=True)[1] for x in flat])
+    assert torch.nanmean(fg_ari(repeats.labels, by_colour.view_as(repeats.labels))) < 0.95
+
+
 def test_a_palette_colour_can_be_the_background_when_no_object_uses_it():
     scenes = Scenes(colours=("red", "green"), shapes=("circle", "square"), background="white")
     batch = scenes.sample(32, gen(0))
@@ -197,6 +221,16 @@ def test_a_palette_colour_can_be_the_background_when_no_object_uses_it():
         ({"held_out": [("red", s) for s in SHAPES]}, "held_out=.*colour 'red'"),
         ({"held_out": [(c, "heart") for c in PALETTE]}, "held_out=.*shape 'heart'"),
         ({"seed": -1}, "seed=-1"),
+        ({"colours": ("red", "green"), "max_objects": 3, "distinct_colours": True}, "distinct_colours"),
+        (
+            {
+                "colours": ("red", "green"),
+                "max_objects": 2,
+                "held_out": [("red", "heart")],
+                "distinct_colours": True,
+            },
+            "needs 3 colours",
+        ),
     ],
 )
 def test_bad_settings_raise_a_value_error_naming_the_parameter(settings, name):

@@ -64,7 +64,8 @@ class AutoencoderSpec(Spec):
     decoder: Literal["mlp", "conv"] = Field(
         "mlp", description="per-pixel MLP broadcast decoder, or the reference's 5 x 5 convolutions"
     )
-    decoder_hidden: int = Field(64, ge=1, description="hidden units of the MLP decoder's 3 layers")
+    decoder_hidden: int = Field(64, ge=1, description="hidden units of the MLP decoder's layers")
+    decoder_layers: int = Field(3, ge=1, le=8, description="hidden layers of the MLP decoder")
     decoder_frequencies: int = Field(
         0, ge=0, le=8, description="sines and cosines of position, 1/2, 1, 2, ... cycles per image (mlp)"
     )
@@ -82,6 +83,10 @@ class SceneSpec(Spec):
     )
     sizes: list[float] = Field(
         [0.4, 0.5], min_length=1, description="object sizes, fractions of the image side (not tetrominoes)"
+    )
+    distinct_colours: bool = Field(
+        True,
+        description="no two objects of a scene share a colour, so colour separates them (not tetrominoes)",
     )
     held_out: float = Field(
         0.0,
@@ -140,6 +145,7 @@ def make_scenes(data: SceneSpec, device: torch.device | str = "cpu") -> Scenes |
         sizes=tuple(data.sizes),
         background=data.background,
         held_out=data.held_out or None,
+        distinct_colours=data.distinct_colours,
         device=device,
     )
 
@@ -188,7 +194,7 @@ def check(spec: SegregationSpec) -> None:
 
 def make_model(spec: SegregationSpec) -> SlotAutoencoder | SlotMLPAutoencoder:
     m, size = spec.model, spec.data.resolution
-    layout = Layout(m.encoder_stride, m.decoder, m.decoder_hidden, m.decoder_frequencies)
+    layout = Layout(m.encoder_stride, m.decoder, m.decoder_hidden, m.decoder_layers, m.decoder_frequencies)
     if m.kind == "slot_mlp":
         return SlotMLPAutoencoder(size, m.num_slots, m.channels, m.slot_dim, m.hidden, layout)
     return SlotAutoencoder(size, m.num_slots, m.channels, m.slot_dim, m.iters, m.hidden, m.implicit, layout)

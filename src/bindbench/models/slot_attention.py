@@ -211,6 +211,7 @@ class Layout:
     encoder_stride: int = 1  # of the first convolution; 2 gives Slot Attention (h/2) * (w/2) inputs
     decoder: str = "conv"  # "conv": 5 x 5 convolutions; "mlp": a per-pixel MLP (MLPBroadcastDecoder)
     decoder_hidden: int = 64  # the MLP decoder's hidden units
+    decoder_layers: int = 3  # the MLP decoder's hidden layers
     decoder_frequencies: int = 0  # Fourier features of position for the MLP decoder (0: none)
 
 
@@ -239,8 +240,9 @@ class ObjectDiscoveryAutoencoder(nn.Module):
         if layout.decoder == "conv":
             self.decoder = SpatialBroadcastDecoder(size, slot_dim, channels)
         elif layout.decoder == "mlp":
-            hidden, frequencies = layout.decoder_hidden, layout.decoder_frequencies
-            self.decoder = MLPBroadcastDecoder(size, slot_dim, hidden, frequencies=frequencies)
+            self.decoder = MLPBroadcastDecoder(
+                size, slot_dim, layout.decoder_hidden, layout.decoder_layers, layout.decoder_frequencies
+            )
         else:
             raise ValueError(f"decoder={layout.decoder!r} must be 'conv' or 'mlp'")
 

@@ -232,10 +232,15 @@ def _held_out_pairs(held_out, colours, shapes, generator) -> list[tuple[str, str
 class Scenes:
     """A fixed distribution of sprite scenes with its colour-shape split; `sample` draws batches.
 
-    A scene has min_objects..max_objects objects (uniform). Each object slot draws, independently,
-    a colour-shape pair (uniform over the pairs of the split), a size from `sizes` and a centre
-    uniform over the positions that keep its bounding box inside the image. Slots are drawn in
-    order, later ones on top; since slots are exchangeable, the depth order is a random one.
+    A scene has min_objects..max_objects objects (uniform). Each object slot draws a colour-shape
+    pair (uniform over the pairs of the split; with `distinct_colours`, over those whose colour no
+    earlier slot of the scene has), a size from `sizes` and a centre uniform over the positions that
+    keep its bounding box inside the image. Slots are drawn in order, later ones on top; since slots
+    are exchangeable, the depth order is a random one.
+
+    Distinct colours (as in Multi-dSprites, whose colours are continuous) make every object
+    separable by colour; with repeats, two touching objects of one colour are one blob, and even a
+    segmenter that knows every colour exactly stays near 0.88 FG-ARI on 2-3 objects of 8 colours.
     """
 
     def __init__(
@@ -249,6 +254,7 @@ class Scenes:
         background: str = "black",  # "black", "grey", or a palette colour not among `colours`
         held_out=None,  # None, a fraction in [0, 1) of colour-shape pairs, or [(colour, shape), ...]
         seed: int = 0,  # chooses the held-out pairs when held_out is a fraction
+        distinct_colours: bool = False,  # no two objects of a scene share a colour
         device: str | torch.device = "cpu",
     ):
         _check_int("resolution", resolution, MIN_RESOLUTION)
@@ -272,9 +278,16 @@ class Scenes:
                 f"not among colours={self.colours}"
             )
         _check_int("seed", seed, 0)
+        needed = max_objects + (held_out is not None)  # a test scene's others avoid its novel colour
+        if distinct_colours and needed > len(self.colours):
+            raise ValueError(
+                f"distinct_colours with max_objects={max_objects} needs {needed} colours, "
+                f"but colours has {len(self.colours)}"
+            )
 
         self.resolution, self.min_objects, self.max_objects = resolution, min_objects, max_objects
         self.sizes, self.background, self.seed = tuple(sizes), background, seed
+        self.distinct_colours = distinct_colours
         self.device = torch.device(device)
         self.held_out = _held_out_pairs(
             held_out, self.colours, self.shapes, torch.Generator().manual_seed(seed)
@@ -311,9 +324,13 @@ class Scenes:
         slots = torch.arange(k, device=device)
         num_objects = randint(self.max_objects + 1, (b,), low=self.min_objects)
         valid = slots < num_objects[:, None]  # (b, k)
-        pair = self.train_pairs[randint(len(self.train_pairs), (b, k))]  # (b, k, 2)
+        if not self.distinct_colours:
+            pair = self.train_pairs[randint(len(self.train_pairs), (b, k))]  # (b, k, 2)
         if split == "test":
             novel = self.test_pairs[randint(len(self.test_pairs), (b,))]  # (b, 2)
+        if self.distinct_colours:  # the others avoid the novel object's colour
+            pair = self._distinct_pairs(b, generator, taken=novel[:, 0] if split == "test" else None)
+        if split == "test":
             top = slots == (num_objects - 1)[:, None]  # (b, k)
             pair = torch.where(top[..., None], novel[:, None], pair)
         colour, shape = pair.unbind(-1)  # (b, k) each
@@ -347,6 +364,20 @@ class Scenes:
             visibility=visibility,
             held_out=self.is_held[colour, shape] & valid,
         )
+
+
+    def _distinct_pairs(self, b: int, generator: torch.Generator, taken=None) -> torch.Tensor:
+        """Training pairs (b, k, 2) with no colour twice in a scene, nor the colour `taken` (b,)."""
+        rows = torch.arange(b, device=self.device)
+        used = torch.zeros(b, len(self.colours), dtype=torch.bool, device=self.device)
+        if taken is not None:
+            used[rows, taken] = True
+        pairs = []
+        for _ in range(self.max_objects):  # every colour keeps a training pair, so one is free
+            pair = self.train_pairs[_pick(~used[:, self.train_pairs[:, 0]], generator)]  # (b, 2)
+            used[rows, pair[:, 0]] = True
+            pairs.append(pair)
+        return torch.stack(pairs, dim=1)
 
 
 class Tetrominoes:
