@@ -17,4 +17,19 @@ def probe(*args, **kwargs):
     return _probe(*args, **kwargs)
 
 
-__all__ = ["__version__", "probe", "run"]
+def find_subnetwork(*args, **kwargs):
+    """The binary weight mask of a frozen model that keeps one function (see
+    `bindbench.core.masks.find_subnetwork`)."""
+    from bindbench.core.masks import find_subnetwork as _find
+
+    return _find(*args, **kwargs)
+
+
+def ablate(*args, **kwargs):
+    """A copy of a model without a mask's weights (see `bindbench.core.masks.ablate`)."""
+    from bindbench.core.masks import ablate as _ablate
+
+    return _ablate(*args, **kwargs)
+
+
+__all__ = ["__version__", "ablate", "find_subnetwork", "probe", "run"]
