@@ -40,10 +40,13 @@ def format_cell(value: Any) -> str:
 
 
 def _lookup(spec: dict, key: str) -> Any:
+    """The spec's value at a dotted key (None where absent); a list value as a tuple, so that
+    list-valued settings (e.g. a grid of penalties) can be grouped on."""
     try:
-        return get_path(spec, key)
+        value = get_path(spec, key)
     except (KeyError, TypeError):
         return None
+    return tuple(value) if isinstance(value, list) else value
 
 
 def experiment_table(name: str, runs: list[dict], swept: list[str]) -> dict:

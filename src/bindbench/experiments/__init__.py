@@ -4,7 +4,14 @@ from pathlib import Path
 
 from bindbench.core.config import SpecError, load_yaml
 from bindbench.core.registry import Suite, register_suite
-from bindbench.experiments import composition, neurons, scaling, scan, segregation  # noqa: F401  (they register themselves)
+from bindbench.experiments import (  # noqa: F401  (they register themselves)
+    composition,
+    neurons,
+    scaling,
+    scan,
+    segregation,
+    structure,
+)
 
 SUITE_DIR = Path(__file__).parent / "suites"
 

@@ -51,9 +51,9 @@ class _Task:
     input_dim: int
     kinds: dict[str, tuple[dict, str]]  # kind -> ({cell: weight}, label name)
 
-    def __init__(self, cells: dict, labels: dict[str, torch.Tensor], inputs: torch.Tensor, splits: dict):
+    def __init__(self, cells: dict, labels: dict[str, torch.Tensor], splits: dict):
         # cells: cell name -> bool (n,) over all items; labels: label name -> (n,) long
-        self.inputs, self.labels = inputs, labels
+        self.labels = labels
         self.items = {
             (cell, split): index[member[index]]
             for cell, member in cells.items()
@@ -85,7 +85,11 @@ class _Task:
             chosen = which == i
             pool = self.items[cell, split]
             index[chosen] = pool[torch.randint(len(pool), (int(chosen.sum()),), generator=generator)]
-        return self.inputs[index], self.labels[label][index]
+        return self.encode(index), self.labels[label][index]
+
+    def encode(self, index: torch.Tensor) -> torch.Tensor:
+        """Inputs (n, input_dim) float of the items `index` (n,)."""
+        raise NotImplementedError
 
 
 class AndTask(_Task):
@@ -94,15 +98,13 @@ class AndTask(_Task):
     subroutines = ("A", "B")
     num_classes = 2
 
-    def __init__(self, symbols: int = 10, val: float = 0.15, test: float = 0.15, seed: int = 0):
+    def __init__(self, symbols: int = 20, val: float = 0.15, test: float = 0.15, seed: int = 0):
         _check_int("symbols", symbols, 2)
-        self.symbols = symbols
-        codes = torch.cartesian_prod(*[torch.arange(symbols)] * 4)  # (s^4, 4): a1 a2 b1 b2
-        inputs = torch.nn.functional.one_hot(codes, symbols).flatten(1).float()  # (n, 4 s)
+        self.symbols, self.input_dim = symbols, 4 * symbols
+        self.codes = codes = torch.cartesian_prod(*[torch.arange(symbols)] * 4)  # (s^4, 4): a1 a2 b1 b2
         a, b = codes[:, 0] == codes[:, 1], codes[:, 2] == codes[:, 3]
         cells = {"A&B": a & b, "A&~B": a & ~b, "~A&B": ~a & b, "~A&~B": ~a & ~b}
         labels = {"task": (a & b).long(), "A": a.long(), "B": b.long()}
-        self.input_dim = inputs.shape[1]
         self.kinds = {
             "task": ({"A&B": 0.5, "~A&B": 0.25, "A&~B": 0.25}, "task"),  # negatives break one subroutine
             "A": ({"A&B": 0.25, "A&~B": 0.25, "~A&B": 0.25, "~A&~B": 0.25}, "A"),  # B varies freely
@@ -110,7 +112,10 @@ class AndTask(_Task):
             "+/-A": ({"A&B": 0.5, "~A&B": 0.5}, "A"),  # only A varies; B holds
             "+/-B": ({"A&B": 0.5, "A&~B": 0.5}, "B"),
         }
-        super().__init__(cells, labels, inputs, _split_items(len(codes), val, test, seed))
+        super().__init__(cells, labels, _split_items(len(codes), val, test, seed))
+
+    def encode(self, index: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.one_hot(self.codes[index], self.symbols).flatten(1).float()
 
 
 class AddMulTask(_Task):
@@ -123,9 +128,9 @@ class AddMulTask(_Task):
         a, b, op = torch.cartesian_prod(torch.arange(100), torch.arange(100), torch.arange(2)).unbind(1)
         digits = torch.stack([a // 10, a % 10, b // 10, b % 10], dim=1)  # (n, 4)
         one_hot = torch.nn.functional.one_hot
-        inputs = torch.cat([one_hot(digits, 10).flatten(1), one_hot(op, 2)], dim=1).float()  # (n, 42)
+        self.inputs = torch.cat([one_hot(digits, 10).flatten(1), one_hot(op, 2)], dim=1).float()  # (n, 42)
         result = torch.where(op == 0, a + b, a * b) % 100
-        self.input_dim = inputs.shape[1]
+        self.input_dim = self.inputs.shape[1]
         cells = {"add": op == 0, "mul": op == 1}
         self.kinds = {
             "task": ({"add": 0.5, "mul": 0.5}, "result"),
@@ -134,4 +139,7 @@ class AddMulTask(_Task):
             "+/-add": ({"add": 1.0}, "result"),  # only the addition varies: add problems
             "+/-mul": ({"mul": 1.0}, "result"),
         }
-        super().__init__(cells, {"result": result}, inputs, _split_items(len(result), val, test, seed))
+        super().__init__(cells, {"result": result}, _split_items(len(result), val, test, seed))
+
+    def encode(self, index: torch.Tensor) -> torch.Tensor:
+        return self.inputs[index]
