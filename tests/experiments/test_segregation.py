@@ -226,7 +226,7 @@ def test_decoder_depth_and_distinct_colours_reach_the_model_and_the_scenes():
         decoder = make_model(spec).decoder
         return sum(isinstance(m, torch.nn.Linear) for m in [decoder.first, *decoder.rest]) - 1
 
-    assert depth(tiny_spec()) == 3 and depth(tiny_spec("model.decoder_layers=5")) == 5
+    assert depth(tiny_spec()) == 5 and depth(tiny_spec("model.decoder_layers=3")) == 3
     assert make_scenes(tiny_spec().data).distinct_colours
     repeats = make_scenes(
         tiny_spec("data.distinct_colours=false", "data.max_objects=4", "model.num_slots=5").data

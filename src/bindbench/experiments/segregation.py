@@ -65,7 +65,9 @@ class AutoencoderSpec(Spec):
         "mlp", description="per-pixel MLP broadcast decoder, or the reference's 5 x 5 convolutions"
     )
     decoder_hidden: int = Field(64, ge=1, description="hidden units of the MLP decoder's layers")
-    decoder_layers: int = Field(3, ge=1, le=8, description="hidden layers of the MLP decoder")
+    decoder_layers: int = Field(
+        5, ge=1, le=8, description="hidden layers of the MLP decoder (5: Invariant Slot Attention's)"
+    )
     decoder_frequencies: int = Field(
         0, ge=0, le=8, description="sines and cosines of position, 1/2, 1, 2, ... cycles per image (mlp)"
     )
@@ -521,7 +523,7 @@ EXPERIMENT = register(
             "full": {
                 "model.kind": ["slot_attention", "slot_mlp"],
                 "seed": [0, 1, 2],
-                "train.steps": 24000,
+                "train.steps": 20000,
                 "train.warmup_steps": 500,
                 "train.eval_every": 2000,
             },
