@@ -95,8 +95,7 @@ def test_a_list_valued_setting_is_grouped_on_like_any_other():
     from bindbench.core.report import sweep_plots
 
     runs = [
-        {"spec": {"grid": [1e-5, 1e-4], "width": w, "seed": 0}, "metrics": {"score": w / 10}}
-        for w in (8, 16)
+        {"spec": {"grid": [1e-5, 1e-4], "width": w, "seed": 0}, "metrics": {"score": w / 10}} for w in (8, 16)
     ]
     (plot,) = sweep_plots(runs, "score", ["width", "grid"])
     assert list(plot.data) == ["grid=(1e-05, 0.0001)"]

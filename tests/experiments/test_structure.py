@@ -86,7 +86,7 @@ def test_plots_draw_both_controls_and_the_per_layer_masks():
         ["and, trained", "A"],
         ["and, trained", "B"],
     ]
-    assert set(layers.data) == {"kept A", "kept B", "iou"}
+    assert set(layers.data) == {"and: kept A", "and: kept B", "and: iou"}
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ Subroutine 1 is A (the `and` task) or add (`addmul`), subroutine 2 is B or mul.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from fnmatch import fnmatchcase
 from typing import Literal
@@ -114,6 +115,12 @@ def floor_difference(own: float, other: float, chance: float) -> float:
     return max(own, chance) - max(other, chance)
 
 
+def _mean_defined(values: list[float]) -> float:
+    """The mean of the values that are not NaN (an IoU of two empty masks is NaN); NaN if none."""
+    defined = [v for v in values if not math.isnan(v)]
+    return float(np.mean(defined)) if defined else math.nan
+
+
 def _kept(mask) -> float:
     return sum(int(m.sum()) for m in mask.values()) / sum(m.numel() for m in mask.values())
 
@@ -149,7 +156,7 @@ def run(spec: StructureSpec, ctx) -> RunResult:
         for key in ("sub", "abl", "random_abl"):
             metrics[f"{key}_{number}"] = float(np.mean(extra["subroutine"][own]["seeds"][key]))
     ious = [mask_iou(a, b) for a, b in zip(masks[first], masks[second])]
-    extra["iou"] = {layer: float(np.nanmean([iou[layer] for iou in ious])) for layer in ious[0]}
+    extra["iou"] = {layer: _mean_defined([iou[layer] for iou in ious]) for layer in ious[0]}
     return RunResult(metrics=metrics, curve=curve, extra=extra)
 
 
@@ -271,30 +278,38 @@ def ablation_plot(runs: list[dict]) -> Plot | None:
 
 
 def layer_plot(runs: list[dict]) -> Plot | None:
-    """Per masked layer: the fraction of weights each subroutine's mask keeps, and the IoU of the two."""
+    """Per task and masked layer: the fraction of weights each subroutine's mask keeps, and the
+    IoU of the two masks (trained base models)."""
     done = [r for r in runs if r["status"] == "done" and "iou" in r.get("extra", {})]
-    done = [r for r in done if r["spec"].get("model", {}).get("init", "trained") == "trained"]
-    if not done:
+    by_task = defaultdict(list)
+    for r in done:
+        if r["spec"].get("model", {}).get("init", "trained") == "trained":
+            by_task[r["spec"].get("task", {}).get("name", "and")].append(r)
+    if not by_task:
         return None
-    layers = list(done[0]["extra"]["iou"])
-    names = done[0]["extra"]["subroutines"]
-    fig = Figure(figsize=(8, 3.2), layout="constrained")
-    left, right = fig.subplots(1, 2)
+    fig = Figure(figsize=(8, 3.2 * len(by_task)), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(len(by_task), 2))
     data = {}
-    for i, name in enumerate(names):
-        values = [[r["extra"]["subroutine"][name]["density"][layer] for r in done] for layer in layers]
-        left.plot(layers, [np.mean(v) for v in values], marker="o", color=f"C{i}", label=f"mask for {name}")
-        data[f"kept {name}"] = values
-    left.set_yscale("log")
-    left.set_ylabel("fraction of weights kept")
-    left.legend(fontsize=7)
-    iou = [[r["extra"]["iou"][layer] for r in done] for layer in layers]
-    right.plot(layers, [np.nanmean(v) for v in iou], marker="o", color="k")
-    right.set_ylabel(f"IoU of the {names[0]} and {names[1]} masks")
-    right.set_ylim(0, 1)
-    data["iou"] = iou
-    for ax in (left, right):
-        ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+    for (left, right), (task, members) in zip(axes, sorted(by_task.items())):
+        layers = list(members[0]["extra"]["iou"])
+        names = members[0]["extra"]["subroutines"]
+        for i, name in enumerate(names):
+            values = [[r["extra"]["subroutine"][name]["density"][layer] for r in members] for layer in layers]
+            left.plot(
+                layers, [np.mean(v) for v in values], marker="o", color=f"C{i}", label=f"mask for {name}"
+            )
+            data[f"{task}: kept {name}"] = values
+        left.set_yscale("log")
+        left.set_ylabel("fraction of weights kept")
+        left.set_title(task, fontsize=9)
+        left.legend(fontsize=7)
+        iou = [[r["extra"]["iou"][layer] for r in members] for layer in layers]
+        right.plot(layers, [_mean_defined(v) for v in iou], marker="o", color="k")
+        right.set_ylabel(f"IoU of the {names[0]} and {names[1]} masks")
+        right.set_ylim(0, 1)
+        data[f"{task}: iou"] = iou
+        for ax in (left, right):
+            ax.tick_params(axis="x", labelrotation=30, labelsize=7)
     return Plot("Masks per layer (trained base models)", fig, data)
 
 

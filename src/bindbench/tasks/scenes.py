@@ -365,7 +365,6 @@ class Scenes:
             held_out=self.is_held[colour, shape] & valid,
         )
 
-
     def _distinct_pairs(self, b: int, generator: torch.Generator, taken=None) -> torch.Tensor:
         """Training pairs (b, k, 2) with no colour twice in a scene, nor the colour `taken` (b,)."""
         rows = torch.arange(b, device=self.device)
