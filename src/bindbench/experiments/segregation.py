@@ -515,9 +515,9 @@ EXPERIMENT = register(
             # train side by side. See README for what each profile measured.
             "quick": {
                 "model.kind": ["slot_attention", "slot_mlp"],
-                "train.steps": 1000,
+                "train.steps": 600,
                 "train.warmup_steps": 200,
-                "train.eval_every": 500,
+                "train.eval_every": 300,
                 "eval_scenes": 128,
             },
             "full": {

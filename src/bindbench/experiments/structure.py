@@ -268,8 +268,8 @@ def ablation_plot(runs: list[dict]) -> Plot | None:
         ax.set_xticks(range(len(bars)), [b.replace("_", "\n") for b in bars], fontsize=7)
         ax.set_title(label, fontsize=9)
         ax.set_ylim(0, 1.05)
+        ax.legend(fontsize=7)
     axes[0].set_ylabel("test accuracy")
-    axes[0].legend(fontsize=7)
     table = {
         "columns": ["base model", "mask for", "base seeds", "Sub", "Abl", "random-mask Abl"],
         "rows": rows,
