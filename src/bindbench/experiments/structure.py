@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from fnmatch import fnmatchcase
 from typing import Literal
 
 import numpy as np
@@ -25,7 +24,15 @@ from matplotlib.figure import Figure
 from pydantic import Field
 
 from bindbench.core.config import Spec
-from bindbench.core.masks import ablate, apply_mask, density, find_subnetwork, mask_iou, random_mask
+from bindbench.core.masks import (
+    ablate,
+    apply_mask,
+    density,
+    find_subnetwork,
+    mask_iou,
+    maskable_weights,
+    random_mask,
+)
 from bindbench.core.registry import Experiment, RunResult, register
 from bindbench.core.report import Plot
 from bindbench.core.training import TrainSpec, train
@@ -96,12 +103,11 @@ def check(spec: StructureSpec) -> None:
         make_task(spec.task)
     except ValueError as err:
         raise ValueError(f"task: {err}") from None
-    layers = [name for name, _ in MLP(1, 1, 1, spec.model.depth).named_modules() if name]
+    shape = MLP(1, 1, 1, spec.model.depth)  # the base model's layer names, at no cost
     for pattern in spec.mask.include:
-        if not any(fnmatchcase(name, pattern) for name in layers):
-            raise ValueError(
-                f"mask.include pattern {pattern!r} matches no layer of {[n for n in layers if n != 'hidden']}"
-            )
+        if not maskable_weights(shape, include=[pattern]):
+            layers = [name.removesuffix(".weight") for name in maskable_weights(shape)]
+            raise ValueError(f"mask.include pattern {pattern!r} matches no layer of {layers}")
 
 
 def accuracy(model, task, kind: str, split: str, items: int) -> float:
@@ -143,9 +149,7 @@ def run(spec: StructureSpec, ctx) -> RunResult:
         if trained.diverged:
             return RunResult(metrics={}, curve=trained.curve, diverged=True)
         curve = trained.curve
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model.eval()  # frozen from here: the mask search trains logits only
 
     first, second = task.subroutines
     metrics = {"base_accuracy": accuracy(model, task, "task", "test", spec.eval_items)}
