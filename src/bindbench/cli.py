@@ -137,8 +137,10 @@ def _show_experiment(experiment) -> None:
         table.add_row(key, kind, repr(default), description)
     console.print(table)
     for profile, overrides in experiment.profiles.items():
-        shown = "  ".join(f"{k}={v}" for k, v in overrides.items())
-        console.print(f"profile {profile}: {shown}")
+        blocks = overrides if isinstance(overrides, list) else [overrides]  # grids that are joined
+        for number, block in enumerate(blocks):
+            shown = "  ".join(f"{k}={v}" for k, v in block.items())
+            console.print(f"profile {profile}{f' [{number + 1}]' if len(blocks) > 1 else ''}: {shown}")
 
 
 @app.command("report")

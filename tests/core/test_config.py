@@ -96,3 +96,26 @@ def test_spec_files_load_from_yaml(tmp_path):
     path.write_text("experiment: [unclosed\n")
     with pytest.raises(SpecError, match="not valid YAML"):
         make_plan(str(path))
+
+
+def test_overriding_one_nested_key_keeps_the_parents_other_defaults_for_that_spec():
+    from bindbench.core.config import Spec
+    from bindbench.core.training import TrainSpec
+
+    class Parent(Spec):
+        train: TrainSpec = TrainSpec(lr=1e-3, weight_decay=0.0)
+
+    spec = build_spec(Parent, overrides={"train.steps": 7})
+    assert (spec.train.steps, spec.train.lr, spec.train.weight_decay) == (7, 1e-3, 0.0)
+    spec = build_spec(Parent, base={"train": {"batch_size": 3}})
+    assert (spec.train.batch_size, spec.train.lr) == (3, 1e-3)
+    # and a spec built from its own dump is the same spec (run ids do not move)
+    assert build_spec(Parent, base=spec.model_dump()) == spec
+
+
+def test_list_prints_profiles_made_of_several_grids(capsys):
+    from bindbench.cli import main
+
+    assert main(["list", "structure"]) == 0
+    out = capsys.readouterr().out
+    assert "profile full [1]:" in out and "profile full [2]:" in out and "profile quick:" in out

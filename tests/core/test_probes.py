@@ -5,7 +5,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import r2_score
 
 import bindbench
-from bindbench.core.probes import capture, logistic_fit, probe, r2_per_target, ridge_fit
+from bindbench.core.probes import capture, logistic_fit, matched_slots, probe, r2_per_target, ridge_fit
 from bindbench.models import MLP
 
 
@@ -72,3 +72,51 @@ def test_probe_scores_ood_with_the_probe_fitted_in_distribution():
     x, x_ood = torch.randn(300, 3), 5 + torch.randn(100, 3)
     scores = probe(model, x, x[:, :2], ood_inputs=x_ood, ood_targets=x_ood[:, :2])
     assert scores["0"]["test"] > 0.99 and scores["0"]["ood"] > 0.99
+
+
+def synthetic_slots(batch: int, generator: torch.Generator):
+    """Scenes of 3 objects in 4 slots, where slot perm[k] holds object k: its mask exactly and
+    a code of its colour (of 5) and shape (of 4), plus noise; the fourth slot is empty."""
+    objects, slots, side = 3, 4, 8
+    colour = torch.randint(5, (batch, objects), generator=generator)
+    shape = torch.randint(4, (batch, objects), generator=generator)
+    true = torch.zeros(batch, objects, side, side, dtype=torch.bool)
+    for k in range(objects):  # object k fills columns 2k, 2k+1
+        true[:, k, :, 2 * k : 2 * k + 2] = True
+    perm = torch.stack([torch.randperm(slots, generator=generator) for _ in range(batch)])
+    code = torch.cat(
+        [torch.nn.functional.one_hot(colour, 5), torch.nn.functional.one_hot(shape, 4)], -1
+    ).float() + 0.05 * torch.randn(batch, objects, 9, generator=generator)
+    features = torch.zeros(batch, slots, 9)
+    masks = torch.zeros(batch, slots, side, side, dtype=torch.bool)
+    rows = torch.arange(batch)
+    for k in range(objects):
+        features[rows, perm[:, k]] = code[:, k]
+        masks[rows, perm[:, k]] = true[:, k]
+    masks[rows, perm[:, objects]] = ~true.any(1)  # the background slot
+    return features, masks, true, colour, shape, perm
+
+
+def test_matched_slots_recover_a_known_permutation_of_slots():
+    features, masks, true, _, _, perm = synthetic_slots(50, torch.Generator().manual_seed(0))
+    matched, found = matched_slots(features, masks, true)
+    assert found.all()
+    rows = torch.arange(50)[:, None]
+    assert torch.equal(matched, features[rows, perm[:, :3]])
+    # an object marked invalid finds no slot
+    valid = torch.ones(50, 3, dtype=torch.bool)
+    valid[:, 1] = False
+    _, found = matched_slots(features, masks, true, valid)
+    assert torch.equal(found, valid)
+
+
+def test_a_linear_probe_on_matched_synthetic_slots_reads_every_attribute():
+    generator = torch.Generator().manual_seed(1)
+    fit = synthetic_slots(200, generator)
+    test = synthetic_slots(200, generator)
+    x, found = matched_slots(*fit[:3])
+    for index, classes in ((3, 5), (4, 4)):  # colour, shape
+        weights, bias = logistic_fit(x[found], fit[index][found], classes)
+        tx, tfound = matched_slots(*test[:3])
+        predicted = (tx[tfound].double() @ weights + bias).argmax(1)
+        assert torch.equal(predicted, test[index][tfound])

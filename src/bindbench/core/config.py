@@ -128,9 +128,24 @@ def _describe_error(spec_cls: type[Spec], err: ValidationError) -> str:
     return f"{path}={shown}: {message[0].lower() + message[1:]}"
 
 
+def _merged(defaults: dict, values: Mapping) -> dict:
+    """`defaults` with `values` laid over it, nested dicts merged key by key."""
+    tree = dict(defaults)
+    for key, value in values.items():
+        if isinstance(value, Mapping) and isinstance(tree.get(key), dict):
+            value = _merged(tree[key], value)
+        tree[key] = value
+    return tree
+
+
 def build_spec(spec_cls: type[Spec], base: Mapping | None = None, overrides: Mapping | None = None) -> Spec:
-    """Returns the validated spec from base values (nested dict) plus dotted overrides."""
-    tree = json.loads(json.dumps(dict(base or {})))  # deep copy of plain data
+    """Returns the validated spec from base values (nested dict) plus dotted overrides.
+
+    Both are laid over the spec's own defaults, so overriding one key of a nested spec keeps
+    the other values its parent gives it (`train: TrainSpec = TrainSpec(lr=1e-3)` keeps lr
+    when only `train.steps` is set), not the nested class's defaults."""
+    defaults = json.loads(spec_cls.model_construct().model_dump_json())
+    tree = _merged(defaults, json.loads(json.dumps(dict(base or {}))))  # deep copy of plain data
     for key, value in (overrides or {}).items():
         field_annotation(spec_cls, key)
         _set_path(tree, key, value)

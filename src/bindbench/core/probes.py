@@ -14,6 +14,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from bindbench.core.segmentation import match_masks
+
 
 def capture(
     model: nn.Module, inputs: torch.Tensor, layers: Iterable[str] | None = None
@@ -179,3 +181,18 @@ def probe(
         else:
             scores[name] = logistic_probe(x[:half], targets[:half], tests)
     return scores
+
+
+def matched_slots(
+    slots: torch.Tensor, pred_masks: torch.Tensor, true_masks: torch.Tensor, valid: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each true object's slot, by Hungarian matching of masks: features (b, k_true, d) and
+    which objects found a slot (b, k_true) bool.
+
+    Slots (b, k, d) go with their masks pred_masks (b, k, h, w) (hard masks: threshold or argmax
+    soft ones first); true_masks (b, k_true, h, w); `valid` (b, k_true) the objects that count
+    (default: the non-empty true masks). The matching maximizes the total IoU (`match_masks`).
+    """
+    matched = match_masks(true_masks, pred_masks, valid)  # (b, k_true), -1 where none
+    index = matched.clamp(min=0)[..., None].expand(-1, -1, slots.shape[-1])
+    return slots.gather(1, index), matched >= 0

@@ -7,6 +7,7 @@ from bindbench.core.registry import Suite, register_suite
 from bindbench.experiments import (  # noqa: F401  (they register themselves)
     composition,
     neurons,
+    representation,
     scaling,
     scan,
     segregation,

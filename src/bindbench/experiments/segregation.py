@@ -293,7 +293,9 @@ def batch_sampler(spec: SegregationSpec, scenes, data: torch.Generator, noise: t
     return sample_batch
 
 
-def run(spec: SegregationSpec, ctx) -> RunResult:
+def train_autoencoder(spec: SegregationSpec, ctx):
+    """Trains the spec's autoencoder by reconstruction, scored on the evaluation set as it goes:
+    (model, its TrainResult, the EvaluationSet)."""
     device = ctx.device
     scenes = make_scenes(spec.data, device)
     ev = evaluation_set(spec, device)
@@ -312,6 +314,11 @@ def run(spec: SegregationSpec, ctx) -> RunResult:
         ctx.on_eval,
         clip_norm=spec.train.clip_norm,
     )
+    return model, trained, ev
+
+
+def run(spec: SegregationSpec, ctx) -> RunResult:
+    model, trained, ev = train_autoencoder(spec, ctx)
     if trained.diverged:
         return RunResult(metrics={}, curve=trained.curve, diverged=True)
     model.eval()

@@ -178,7 +178,7 @@ def _check_names(name: str, values, allowed) -> tuple[str, ...]:
     return tuple(values)
 
 
-def _held_out_pairs(held_out, colours, shapes, generator) -> list[tuple[str, str]]:
+def held_out_pairs(held_out, colours, shapes, generator) -> list[tuple[str, str]]:
     """The held-out (colour, shape) pairs: a given list, or a seeded fraction of all pairs."""
     if held_out is None:
         return []
@@ -289,7 +289,7 @@ class Scenes:
         self.sizes, self.background, self.seed = tuple(sizes), background, seed
         self.distinct_colours = distinct_colours
         self.device = torch.device(device)
-        self.held_out = _held_out_pairs(
+        self.held_out = held_out_pairs(
             held_out, self.colours, self.shapes, torch.Generator().manual_seed(seed)
         )
 
@@ -338,15 +338,33 @@ class Scenes:
         extent = self.size_values[size]  # (b, k) side of the bounding box
         x = extent / 2 + (1 - extent) * torch.rand((b, k), generator=generator, device=device)
         y = extent / 2 + (1 - extent) * torch.rand((b, k), generator=generator, device=device)
+        return self.render(colour, shape, size, x, y, valid)
 
-        labels = torch.zeros(b, self.resolution, self.resolution, dtype=torch.long, device=device)
-        area = torch.zeros(b, k, device=device)  # pixels of each object before occlusion
+    def render(
+        self,
+        colour: torch.Tensor,
+        shape: torch.Tensor,
+        size: torch.Tensor,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        valid: torch.Tensor,
+    ) -> SceneBatch:
+        """Draws given objects, (b, k) each, back to front (slot 0 at the bottom): colour, shape
+        and size are indices into this generator's lists, x and y box centres as fractions of
+        the image side (y downwards); slots where `valid` is False draw nothing."""
+        b, k = valid.shape
+        extent = self.size_values[size.clamp(min=0)]
+        labels = torch.zeros(b, self.resolution, self.resolution, dtype=torch.long, device=self.device)
+        area = torch.zeros(b, k, device=self.device)  # pixels of each object before occlusion
         for s in range(k):  # back to front
-            inside = shape_masks(shape[:, s], x[:, s], y[:, s], extent[:, s], self.resolution, self.shapes)
+            inside = shape_masks(
+                shape[:, s].clamp(min=0), x[:, s], y[:, s], extent[:, s], self.resolution, self.shapes
+            )
             inside &= valid[:, s, None, None]
             area[:, s] = inside.sum((1, 2))
             labels.masked_fill_(inside, s + 1)
         visibility = _visible_pixels(labels, k) / area.clamp(min=1)
+        colour, shape = colour.clamp(min=0), shape.clamp(min=0)
         images = _paint(labels, self.background_rgb, self.rgb[colour])
 
         def mark(values, invalid):

@@ -1,0 +1,98 @@
+"""Query readouts: networks that answer a question (a query vector) about an input.
+
+On a fixed code (a vector per example):
+- `QueryLinear`: one linear map of the code per query, logits = sum_q query_q (W_q code + b_q);
+  for a one-hot query this is exactly a linear readout of the code chosen by the query.
+- `QueryMLP`: an MLP on the code and the query side by side.
+
+On images (b, 3, h, w), both over the Slot Attention encoder's feature set (b, n, d):
+- `GlobalReader`: the mean of the features, a distributed code of the whole image, then an MLP
+  with the query.
+- `SlotReader`: Slot Attention groups the features into slots; the query attends over the
+  slots (softmax of query-key dot products) and an MLP answers from the attended slot and a
+  `context` (e.g. which attribute is asked for), not the query itself: what it answers is
+  read from one slot, so an unseen combination in a slot is read like a seen one.
+Axes: b batch, q query, a answer class, k slot, d feature.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from bindbench.models.mlp import MLP
+from bindbench.models.slot_attention import Encoder, SlotAttention
+
+
+class QueryLinear(nn.Module):
+    def __init__(self, code_dim: int, query_dim: int, answers: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(query_dim, answers, code_dim))
+        self.bias = nn.Parameter(torch.zeros(query_dim, answers))
+        nn.init.normal_(self.weight, std=code_dim**-0.5)
+
+    def forward(self, code: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bq,qad,bd->ba", query, self.weight, code) + query @ self.bias
+
+
+class QueryMLP(nn.Module):
+    def __init__(self, code_dim: int, query_dim: int, answers: int, width: int = 256, depth: int = 2):
+        super().__init__()
+        self.mlp = MLP(code_dim + query_dim, answers, width, depth)
+
+    def forward(self, code: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        return self.mlp(torch.cat([code, query], -1))
+
+
+class GlobalReader(nn.Module):
+    def __init__(
+        self,
+        resolution: int,
+        query_dim: int,
+        answers: int,
+        channels: int = 32,
+        dim: int = 64,
+        width: int = 128,
+        stride: int = 2,
+    ):
+        super().__init__()
+        self.encoder = Encoder((resolution, resolution), channels, dim, stride)
+        self.readout = QueryMLP(dim, query_dim, answers, width, 2)
+
+    def forward(self, images: torch.Tensor, query: torch.Tensor, context=None, noise=None) -> torch.Tensor:
+        """Answer logits (b, answers); `context` and `noise` are unused (the SlotReader's)."""
+        return self.readout(self.encoder(images).mean(1), query)
+
+
+class SlotReader(nn.Module):
+    def __init__(
+        self,
+        resolution: int,
+        query_dim: int,
+        answers: int,
+        context_dim: int,
+        num_slots: int = 4,
+        channels: int = 32,
+        dim: int = 64,
+        width: int = 128,
+        iters: int = 3,
+        stride: int = 2,
+    ):
+        super().__init__()
+        self.encoder = Encoder((resolution, resolution), channels, dim, stride)
+        self.slot_attention = SlotAttention(num_slots, dim, iters)
+        self.to_query = nn.Linear(query_dim, dim)
+        self.to_key = nn.Linear(dim, dim, bias=False)
+        self.readout = QueryMLP(dim, context_dim, answers, width, 2)
+
+    def attend(self, images: torch.Tensor, query: torch.Tensor, noise: torch.Tensor | None = None):
+        """The slots (b, k, d) and the query's attention over them (b, k)."""
+        slots = self.slot_attention(self.encoder(images), noise).slots
+        logits = torch.einsum("bd,bkd->bk", self.to_query(query), self.to_key(slots))
+        return slots, (logits * slots.shape[-1] ** -0.5).softmax(1)
+
+    def forward(self, images: torch.Tensor, query: torch.Tensor, context: torch.Tensor, noise=None):
+        """Answer logits (b, answers) to `query` (b, q) given `context` (b, context_dim);
+        `noise` (b, k, d) draws the initial slots (None: fresh)."""
+        slots, attention = self.attend(images, query, noise)
+        return self.readout(torch.einsum("bk,bkd->bd", attention, slots), context)
