@@ -502,11 +502,11 @@ def plots(runs: list[dict]) -> list[Plot]:
     return [p for p in made if p is not None]
 
 
-CODES_QUICK = [
-    {"code.kind": ["bag", "slot", "tpr_orthonormal"], "code.readout": ["linear", "mlp"]},
+CODES = [  # the main table: every code with the readouts it can have
+    {"code.kind": ["bag", "slot", "tpr_orthonormal", "tpr_random"], "code.readout": ["linear", "mlp"]},
     {"code.kind": ["tpr_orthonormal", "tpr_random"], "code.readout": "unbind"},
 ]
-CROSSTALK = [  # sets of exactly n objects out of 64 colours and 64 shapes
+CROSSTALK = [  # random roles read by unbinding: sets of exactly n of 64 colours and 64 shapes
     {
         "code.kind": "tpr_random",
         "code.readout": "unbind",
@@ -519,6 +519,7 @@ CROSSTALK = [  # sets of exactly n objects out of 64 colours and 64 shapes
     }
     for n in (2, 4, 8, 16, 32)
 ]
+QUICK = {"train.steps": 1000, "train.eval_every": 1000, "eval_items": 1000}
 
 EXPERIMENT = register(
     Experiment(
@@ -529,22 +530,28 @@ EXPERIMENT = register(
         check=check,
         plots=plots,
         profiles={
-            "quick": [*CODES_QUICK, *CROSSTALK],
-            "full": [{**block, "seed": [0, 1, 2]} for block in CODES_QUICK]
-            + [
-                {"code.kind": ["tpr_random"], "code.readout": ["linear", "mlp"], "seed": [0, 1, 2]},
-                *CROSSTALK,
+            # quick: the codes only (seconds each); images and the probe train for minutes
+            "quick": [{**block, **QUICK} for block in CODES + CROSSTALK],
+            # full: the image models first, the longest runs (about 15 min each on one thread)
+            "full": [
                 {
                     "part": "images",
                     "image.model": ["cnn", "slot_attention"],
                     "seed": [0, 1, 2],
-                    "train.steps": 6000,
+                    "train.steps": 8000,
                     "train.batch_size": 32,
-                    "train.lr": 5e-4,
+                    "train.lr": 1e-3,
                     "train.warmup_steps": 200,
-                    "train.eval_every": 1000,
+                    "train.eval_every": 2000,
+                    "eval_items": 1000,
                 },
-                {"part": "probe", "seed": [0, 1, 2], "slots.train.steps": 6000},
+                {
+                    "part": "probe",
+                    "seed": [0, 1, 2],
+                    "slots.train.steps": 6000,
+                    "slots.train.eval_every": 2000,
+                },
+                *({**block, "seed": [0, 1, 2]} for block in CODES + CROSSTALK),
             ],
         },
         columns=("part", "code.kind", "code.readout", "image.model", "seed"),
