@@ -53,7 +53,7 @@ def test_code_runs_are_deterministic():
 
 
 def test_image_runs_train_both_models_end_to_end():
-    for model in ("cnn", "slot_attention"):
+    for model in ("cnn", "slot_attention", "slot_autoencoder"):
         settings = {"image": {"model": model, "channels": 8, "dim": 16, "width": 16}, "eval_items": 40}
         result = run(spec(part="images", train={**TINY_TRAIN, "steps": 4, "eval_every": 2}, **settings), CPU)
         assert {"accuracy_seen", "accuracy_held_out", "swap_seen", "swap_held_out"} <= set(result.metrics)
@@ -106,10 +106,14 @@ def test_the_cli_rejects_an_impossible_spec_with_one_line(tmp_path, capsys):
 
 def test_profiles_plan_and_the_quick_profile_is_cheap():
     quick = make_plan("representation").jobs
-    parts = {job.spec.part for job in quick}
-    assert parts == {"codes"}
+    assert {job.spec.part for job in quick} == {"codes"}  # images and the probe train for minutes
+    assert all(job.spec.train.steps <= 1000 for job in quick)
+    in_suite = [j for j in make_plan().jobs if j.experiment.name == "representation"]  # the default suite
+    assert {j.run_id for j in in_suite} == {j.run_id for j in quick}
     full = make_plan("representation", profile="full").jobs
     assert {job.spec.part for job in full} == {"codes", "images", "probe"}
+    # the probe's seeds are its autoencoder's (the run's own seed draws nothing there)
+    assert sorted(job.spec.slots.seed for job in full if job.spec.part == "probe") == [0, 1, 2]
     with pytest.raises(SpecError):
         make_plan("representation", sets=["code.kind=nope"])
 

@@ -38,7 +38,15 @@ from bindbench.core.report import Plot
 from bindbench.core.segmentation import one_hot_masks
 from bindbench.core.training import TrainSpec, train
 from bindbench.experiments import segregation
-from bindbench.models.readouts import GlobalReader, QueryLinear, QueryMLP, SlotReader
+from bindbench.models import Layout, SlotAutoencoder
+from bindbench.models.readouts import (
+    GlobalReader,
+    QueryLinear,
+    QueryMLP,
+    SlotAutoencoderReader,
+    SlotQueryHead,
+    SlotReader,
+)
 from bindbench.tasks.binding import (
     BindingTask,
     layout,
@@ -53,6 +61,9 @@ EVAL_SEED = 0  # evaluation sets, the same for every run; a run's own generators
 CHUNK = 256  # evaluation items per forward pass of an image model
 SWAP_FLOOR = 0.5  # any readout of a code that cannot tell the two sets of a swap pair apart
 MIN_VISIBLE = 0.5  # probe: objects with less of their area visible are not scored
+PIXELS = 256  # slot_autoencoder: pixels per image in the reconstruction loss (segregation's default)
+RECONSTRUCTION = 10.0  # slot_autoencoder: weight of the reconstruction MSE (about 0.05) beside the
+# answers' cross-entropy (about 1), so that neither drowns the other
 
 
 class SetSpec(Spec):
@@ -76,9 +87,10 @@ class CodeSpec(Spec):
 
 
 class ImageSpec(Spec):
-    model: Literal["cnn", "slot_attention"] = Field(
+    model: Literal["cnn", "slot_attention", "slot_autoencoder"] = Field(
         "slot_attention",
-        description="CNN with a mean-pooled global readout, or slots read by query attention",
+        description="CNN with a mean-pooled global readout, slots read by query attention, or the same "
+        "on the slots of an autoencoder trained on reconstruction too",
     )
     resolution: int = Field(32, ge=16, description="image side in pixels")
     sizes: list[float] = Field([0.35, 0.45], min_length=1, description="object sizes, fractions of the side")
@@ -149,7 +161,7 @@ def check(spec: RepresentationSpec) -> None:
             render(sets, scenes, layout(sets, scenes, generator))
         except ValueError as err:
             raise ValueError(f"image: {err}") from None
-        if spec.image.model == "slot_attention" and spec.image.num_slots < spec.sets.max_objects + 1:
+        if spec.image.model != "cnn" and spec.image.num_slots < spec.sets.max_objects + 1:
             raise ValueError(
                 f"image.num_slots={spec.image.num_slots} must be >= sets.max_objects + 1 = "
                 f"{spec.sets.max_objects + 1} (a slot per object and one for the background)"
@@ -262,10 +274,18 @@ def run_images(spec: RepresentationSpec, ctx) -> RunResult:
     device = ctx.device
     data = torch.Generator().manual_seed(spec.seed + 1)
     sizes = (image.resolution, task.query_dim, task.num_answers)
+    reconstructs = image.model == "slot_autoencoder"
     if image.model == "cnn":
         model = GlobalReader(*sizes, image.channels, image.dim, image.width)
-    else:
+    elif image.model == "slot_attention":
         model = SlotReader(*sizes, 2, image.num_slots, image.channels, image.dim, image.width)
+    else:  # the segregation experiment's autoencoder at its defaults, and the same head
+        layout_ = Layout(encoder_stride=2, decoder="mlp", decoder_hidden=64, decoder_layers=5)
+        autoencoder = SlotAutoencoder(
+            image.resolution, image.num_slots, image.channels, image.dim, layout=layout_
+        )
+        head = SlotQueryHead(image.dim, task.query_dim, task.num_answers, 2, image.width)
+        model = SlotAutoencoderReader(autoencoder, head)
     model.to(device)
 
     draws, swaps, generator = evaluation(task, spec.eval_items)
@@ -292,13 +312,26 @@ def run_images(spec: RepresentationSpec, ctx) -> RunResult:
         sets = task.sample(spec.train.batch_size, data)
         queries = task.query(sets, data)
         x = render(sets, scenes, layout(sets, scenes, data)).images
-        return x.to(device), *inputs(queries), queries.answer.to(device)
+        batch = (x.to(device), *inputs(queries), queries.answer.to(device))
+        if reconstructs:  # the pixels the reconstruction loss is taken on, as in segregation
+            batch += (torch.randperm(image.resolution**2, generator=data)[:PIXELS].to(device),)
+        return batch
+
+    def loss(m, batch):
+        if not reconstructs:
+            return torch.nn.functional.cross_entropy(m(*batch[:3]), batch[3])
+        x, q, kind, answer, pixels = batch
+        out = m.autoencoder(x, pixels=pixels)
+        answers = torch.nn.functional.cross_entropy(m.head(out.slots, q, kind), answer)
+        return answers + RECONSTRUCTION * torch.nn.functional.mse_loss(
+            out.reconstruction, x.flatten(2)[:, :, pixels]
+        )
 
     trained = train(
         model,
         spec.train,
         sample_batch,
-        lambda m, batch: torch.nn.functional.cross_entropy(m(*batch[:3]), batch[3]),
+        loss,
         lambda m: score(lambda s, q: scores_of(m, s, q), task, draws, swaps),
         ctx.on_eval,
         clip_norm=1.0,
@@ -393,10 +426,11 @@ def _groups(runs: list[dict], part: str, keep=lambda spec: True) -> dict[str, li
 
 
 def _sweep(spec: dict) -> bool:
-    """The cross-talk sweep's runs (random roles read by unbinding), apart from the main table."""
-    return (
-        spec.get("code", {}).get("kind") == "tpr_random" and spec.get("code", {}).get("readout") == "unbind"
-    )
+    """The cross-talk sweep's runs (random roles read by unbinding, sets of one fixed size),
+    apart from the main table."""
+    code, sets = spec.get("code", {}), spec.get("sets", {})
+    fixed = sets.get("min_objects", 2) == sets.get("max_objects", 3)
+    return code.get("kind") == "tpr_random" and code.get("readout") == "unbind" and fixed
 
 
 def _bars(ax, groups: dict[str, list[dict]], metrics: list[str], floor: float | None = None) -> list:
@@ -422,7 +456,7 @@ def _bars(ax, groups: dict[str, list[dict]], metrics: list[str], floor: float | 
         ax.axhline(floor, color="grey", linestyle=":", label="swap floor of an unbound code (0.5)")
     ax.set_xticks(range(len(groups)), list(groups), fontsize=7, rotation=20, ha="right")
     ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=6, loc="lower right")
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return rows
 
 
@@ -432,7 +466,7 @@ def queries_plot(runs: list[dict], part: str, title: str) -> Plot | None:
     if not groups:
         return None
     metrics = ["accuracy_seen", "accuracy_held_out", "swap_seen", "swap_held_out"]
-    fig = Figure(figsize=(2 + 1.1 * len(groups), 3.6), layout="constrained")
+    fig = Figure(figsize=(4 + 1.1 * len(groups), 3.6), layout="constrained")
     ax = fig.subplots()
     rows = _bars(ax, dict(sorted(groups.items())), metrics, SWAP_FLOOR)
     ax.set_ylabel("accuracy")
@@ -476,7 +510,7 @@ def probe_plot(runs: list[dict]) -> Plot | None:
     if not groups:
         return None
     metrics = [f"probe_{a}_{s}" for a in ("colour", "shape") for s in SPLITS]
-    fig = Figure(figsize=(4.5, 3.4), layout="constrained")
+    fig = Figure(figsize=(6.5, 3.4), layout="constrained")
     ax = fig.subplots()
     rows = _bars(ax, groups, metrics)
     ax.set_ylabel("probe accuracy")
@@ -506,20 +540,27 @@ CODES = [  # the main table: every code with the readouts it can have
     {"code.kind": ["bag", "slot", "tpr_orthonormal", "tpr_random"], "code.readout": ["linear", "mlp"]},
     {"code.kind": ["tpr_orthonormal", "tpr_random"], "code.readout": "unbind"},
 ]
-CROSSTALK = [  # random roles read by unbinding: sets of exactly n of 64 colours and 64 shapes
-    {
-        "code.kind": "tpr_random",
-        "code.readout": "unbind",
-        "code.role_dim": [4, 8, 16, 32, 64],
-        "sets.colours": 64,
-        "sets.shapes": 64,
-        "sets.held_out": 0.0,
-        "sets.min_objects": n,
-        "sets.max_objects": n,
-    }
-    for n in (2, 4, 8, 16, 32)
-]
-QUICK = {"train.steps": 1000, "train.eval_every": 1000, "eval_items": 1000}
+
+
+def crosstalk(objects: tuple[int, ...], dims: tuple[int, ...]) -> list[dict]:
+    """Random roles read by unbinding, sets of exactly n of 64 colours and 64 shapes."""
+    return [
+        {
+            "code.kind": "tpr_random",
+            "code.readout": "unbind",
+            "code.role_dim": list(dims),
+            "sets.colours": 64,
+            "sets.shapes": 64,
+            "sets.held_out": 0.0,
+            "sets.min_objects": n,
+            "sets.max_objects": n,
+        }
+        for n in objects
+    ]
+
+
+CROSSTALK = crosstalk((2, 4, 8, 16, 32), (4, 8, 16, 32, 64))
+QUICK = {"train.steps": 1000, "train.eval_every": 1000, "eval_items": 500}
 
 EXPERIMENT = register(
     Experiment(
@@ -531,12 +572,12 @@ EXPERIMENT = register(
         plots=plots,
         profiles={
             # quick: the codes only (seconds each); images and the probe train for minutes
-            "quick": [{**block, **QUICK} for block in CODES + CROSSTALK],
+            "quick": [{**block, **QUICK} for block in CODES + crosstalk((2, 8, 32), (4, 16, 64))],
             # full: the image models first, the longest runs (about 15 min each on one thread)
             "full": [
                 {
                     "part": "images",
-                    "image.model": ["cnn", "slot_attention"],
+                    "image.model": ["cnn", "slot_attention", "slot_autoencoder"],
                     "seed": [0, 1, 2],
                     "train.steps": 8000,
                     "train.batch_size": 32,
@@ -547,7 +588,7 @@ EXPERIMENT = register(
                 },
                 {
                     "part": "probe",
-                    "seed": [0, 1, 2],
+                    "slots.seed": [0, 1, 2],  # the autoencoder's seed (the run's own seed draws nothing)
                     "slots.train.steps": 6000,
                     "slots.train.eval_every": 2000,
                 },

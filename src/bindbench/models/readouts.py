@@ -12,6 +12,8 @@ On images (b, 3, h, w), both over the Slot Attention encoder's feature set (b, n
   slots (softmax of query-key dot products) and an MLP answers from the attended slot and a
   `context` (e.g. which attribute is asked for), not the query itself: what it answers is
   read from one slot, so an unseen combination in a slot is read like a seen one.
+- `SlotAutoencoderReader`: the same head on the slots of an object-discovery autoencoder,
+  for training on queries and reconstruction together.
 Axes: b batch, q query, a answer class, k slot, d feature.
 """
 
@@ -21,7 +23,7 @@ import torch
 from torch import nn
 
 from bindbench.models.mlp import MLP
-from bindbench.models.slot_attention import Encoder, SlotAttention
+from bindbench.models.slot_attention import Encoder, ObjectDiscoveryAutoencoder, SlotAttention
 
 
 class QueryLinear(nn.Module):
@@ -64,6 +66,26 @@ class GlobalReader(nn.Module):
         return self.readout(self.encoder(images).mean(1), query)
 
 
+class SlotQueryHead(nn.Module):
+    """A query attends over slots (softmax of query-key dot products); an MLP answers from the
+    attended slot and a `context` (b, context_dim)."""
+
+    def __init__(self, dim: int, query_dim: int, answers: int, context_dim: int, width: int = 128):
+        super().__init__()
+        self.to_query = nn.Linear(query_dim, dim)
+        self.to_key = nn.Linear(dim, dim, bias=False)
+        self.readout = QueryMLP(dim, context_dim, answers, width, 2)
+
+    def attention(self, slots: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """(b, k): how much the query (b, q) reads each slot of slots (b, k, d)."""
+        logits = torch.einsum("bd,bkd->bk", self.to_query(query), self.to_key(slots))
+        return (logits * slots.shape[-1] ** -0.5).softmax(1)
+
+    def forward(self, slots: torch.Tensor, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        read = torch.einsum("bk,bkd->bd", self.attention(slots, query), slots)
+        return self.readout(read, context)
+
+
 class SlotReader(nn.Module):
     def __init__(
         self,
@@ -81,18 +103,27 @@ class SlotReader(nn.Module):
         super().__init__()
         self.encoder = Encoder((resolution, resolution), channels, dim, stride)
         self.slot_attention = SlotAttention(num_slots, dim, iters)
-        self.to_query = nn.Linear(query_dim, dim)
-        self.to_key = nn.Linear(dim, dim, bias=False)
-        self.readout = QueryMLP(dim, context_dim, answers, width, 2)
+        self.head = SlotQueryHead(dim, query_dim, answers, context_dim, width)
 
     def attend(self, images: torch.Tensor, query: torch.Tensor, noise: torch.Tensor | None = None):
         """The slots (b, k, d) and the query's attention over them (b, k)."""
         slots = self.slot_attention(self.encoder(images), noise).slots
-        logits = torch.einsum("bd,bkd->bk", self.to_query(query), self.to_key(slots))
-        return slots, (logits * slots.shape[-1] ** -0.5).softmax(1)
+        return slots, self.head.attention(slots, query)
 
     def forward(self, images: torch.Tensor, query: torch.Tensor, context: torch.Tensor, noise=None):
         """Answer logits (b, answers) to `query` (b, q) given `context` (b, context_dim);
         `noise` (b, k, d) draws the initial slots (None: fresh)."""
-        slots, attention = self.attend(images, query, noise)
-        return self.readout(torch.einsum("bk,bkd->bd", attention, slots), context)
+        return self.head(self.slot_attention(self.encoder(images), noise).slots, query, context)
+
+
+class SlotAutoencoderReader(nn.Module):
+    """An object-discovery autoencoder with a `SlotQueryHead` on its slots, to be trained on
+    queries and reconstruction together: the slots keep the objects reconstruction finds."""
+
+    def __init__(self, autoencoder: ObjectDiscoveryAutoencoder, head: SlotQueryHead):
+        super().__init__()
+        self.autoencoder, self.head = autoencoder, head
+
+    def forward(self, images: torch.Tensor, query: torch.Tensor, context: torch.Tensor, noise=None):
+        slots, _ = self.autoencoder.slots_from(self.autoencoder.encoder(images), noise, None)
+        return self.head(slots, query, context)

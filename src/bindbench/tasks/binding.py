@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from bindbench.tasks.scenes import SceneBatch, Scenes, held_out_pairs
+from bindbench.tasks.scenes import SceneBatch, Scenes, _check_int, _pick, held_out_pairs
 
 COLOUR_OF, SHAPE_OF = 0, 1  # the query kinds
 SPLITS = ("train", "test")
@@ -59,17 +59,6 @@ class SwapPairs:
     second: ObjectSets
     first_queries: Queries
     second_queries: Queries
-
-
-def _pick(allowed: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Index (b,) of one uniformly chosen True entry in every row of allowed (b, m); 0 if none."""
-    scores = torch.rand(allowed.shape, generator=generator, device=allowed.device)
-    return scores.masked_fill(~allowed, -1.0).argmax(1)
-
-
-def _check_int(name: str, value, low: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name}={value!r} must be an integer >= {low}")
 
 
 class BindingTask:
