@@ -38,7 +38,6 @@ from bindbench.core.report import Plot
 from bindbench.core.segmentation import one_hot_masks
 from bindbench.core.training import TrainSpec, train
 from bindbench.experiments import segregation
-from bindbench.models import Layout, SlotAutoencoder
 from bindbench.models.readouts import (
     GlobalReader,
     QueryLinear,
@@ -61,7 +60,6 @@ EVAL_SEED = 0  # evaluation sets, the same for every run; a run's own generators
 CHUNK = 256  # evaluation items per forward pass of an image model
 SWAP_FLOOR = 0.5  # any readout of a code that cannot tell the two sets of a swap pair apart
 MIN_VISIBLE = 0.5  # probe: objects with less of their area visible are not scored
-PIXELS = 256  # slot_autoencoder: pixels per image in the reconstruction loss (segregation's default)
 RECONSTRUCTION = 10.0  # slot_autoencoder: weight of the reconstruction MSE (about 0.05) beside the
 # answers' cross-entropy (about 1), so that neither drowns the other
 
@@ -239,11 +237,11 @@ def run_codes(spec: RepresentationSpec, ctx) -> RunResult:
             codes[id(sets)] = encode(sets, generator)
         return codes[id(sets)]
 
+    code_dim = code_of(draws["seen"][0]).shape[1]
     if code.readout == "unbind":
         metrics = score(lambda s, q: task.unbind(code_of(s), q, roles, fillers), task, draws, swaps)
-        return RunResult(metrics={**metrics, "code_dim": float(code_of(draws["seen"][0]).shape[1])})
+        return RunResult(metrics={**metrics, "code_dim": float(code_dim)})
 
-    code_dim = code_of(draws["seen"][0]).shape[1]
     if code.readout == "linear":
         model = QueryLinear(code_dim, task.query_dim, task.num_answers)
     else:
@@ -275,15 +273,18 @@ def run_images(spec: RepresentationSpec, ctx) -> RunResult:
     data = torch.Generator().manual_seed(spec.seed + 1)
     sizes = (image.resolution, task.query_dim, task.num_answers)
     reconstructs = image.model == "slot_autoencoder"
+    slot_spec = segregation.SegregationSpec.model_validate(
+        {
+            "model": {"channels": image.channels, "slot_dim": image.dim, "num_slots": image.num_slots},
+            "data": {"resolution": image.resolution},
+        }
+    )
     if image.model == "cnn":
         model = GlobalReader(*sizes, image.channels, image.dim, image.width)
     elif image.model == "slot_attention":
         model = SlotReader(*sizes, 2, image.num_slots, image.channels, image.dim, image.width)
     else:  # the segregation experiment's autoencoder at its defaults, and the same head
-        layout_ = Layout(encoder_stride=2, decoder="mlp", decoder_hidden=64, decoder_layers=5)
-        autoencoder = SlotAutoencoder(
-            image.resolution, image.num_slots, image.channels, image.dim, layout=layout_
-        )
+        autoencoder = segregation.make_model(slot_spec)
         head = SlotQueryHead(image.dim, task.query_dim, task.num_answers, 2, image.width)
         model = SlotAutoencoderReader(autoencoder, head)
     model.to(device)
@@ -314,7 +315,8 @@ def run_images(spec: RepresentationSpec, ctx) -> RunResult:
         x = render(sets, scenes, layout(sets, scenes, data)).images
         batch = (x.to(device), *inputs(queries), queries.answer.to(device))
         if reconstructs:  # the pixels the reconstruction loss is taken on, as in segregation
-            batch += (torch.randperm(image.resolution**2, generator=data)[:PIXELS].to(device),)
+            pixels = torch.randperm(image.resolution**2, generator=data)[: slot_spec.train.pixels]
+            batch += (pixels.to(device),)
         return batch
 
     def loss(m, batch):
@@ -370,7 +372,7 @@ def run_probe(spec: RepresentationSpec, ctx) -> RunResult:
     model.eval()
     scenes = segregation.make_scenes(spec.slots.data, ctx.device)
     generator = torch.Generator(device=ctx.device).manual_seed(EVAL_SEED)
-    shape = (spec.slots.model.num_slots, spec.slots.model.slot_dim)
+    noise_shape = (spec.slots.model.num_slots, spec.slots.model.slot_dim)
     sets = {
         "fit": scenes.sample(spec.probe_scenes, generator),
         "seen": scenes.sample(spec.eval_items, generator),
@@ -379,15 +381,17 @@ def run_probe(spec: RepresentationSpec, ctx) -> RunResult:
     with torch.no_grad():
         drawn = {
             name: slot_features(
-                model, batch, torch.randn(len(batch.images), *shape, generator=generator, device=ctx.device)
+                model,
+                batch,
+                torch.randn(len(batch.images), *noise_shape, generator=generator, device=ctx.device),
             )
             for name, batch in sets.items()
         }
-    x, colour, shape_index, _ = drawn["fit"]
+    x, colour, shape, _ = drawn["fit"]
     metrics = {**{f"slots_{k}": v for k, v in trained.final.items()}, "probe_objects": float(len(x))}
     for attribute, target, classes in (
         ("colour", colour, len(scenes.colours)),
-        ("shape", shape_index, len(scenes.shapes)),
+        ("shape", shape, len(scenes.shapes)),
     ):
         weights, bias = logistic_fit(x, target, classes)
         for split in ("seen", "held_out"):
@@ -436,22 +440,30 @@ def _sweep(spec: dict) -> bool:
 def _bars(ax, groups: dict[str, list[dict]], metrics: list[str], floor: float | None = None) -> list:
     """Mean bars per group and metric, each run a dot; returns the table rows."""
     width = 0.8 / len(metrics)
-    rows = []
+    values = {
+        (label, metric): [r["metrics"][metric] for r in members if metric in r["metrics"]]
+        for label, members in groups.items()
+        for metric in metrics
+    }
     for i, metric in enumerate(metrics):
-        means = []
-        for x, members in enumerate(groups.values()):
-            values = [r["metrics"][metric] for r in members if metric in r["metrics"]]
-            means.append(np.mean(values) if values else np.nan)
-            ax.scatter(
-                [x + (i - (len(metrics) - 1) / 2) * width] * len(values), values, color="k", s=6, zorder=3
-            )
-        ax.bar(np.arange(len(groups)) + (i - (len(metrics) - 1) / 2) * width, means, width, label=metric)
-    for label, members in groups.items():
-        cells = []
-        for metric in metrics:
-            values = [r["metrics"][metric] for r in members if metric in r["metrics"]]
-            cells.append(f"{np.mean(values):.3f} ± {np.std(values):.3f}" if values else "")
-        rows.append([label, len(members), *cells])
+        x = np.arange(len(groups)) + (i - (len(metrics) - 1) / 2) * width
+        per_group = [values[label, metric] for label in groups]
+        ax.bar(x, [np.mean(v) if v else np.nan for v in per_group], width, label=metric)
+        for xi, v in zip(x, per_group):
+            ax.scatter([xi] * len(v), v, color="k", s=6, zorder=3)
+    rows = [
+        [
+            label,
+            len(members),
+            *(
+                f"{np.mean(values[label, m]):.3f} ± {np.std(values[label, m]):.3f}"
+                if values[label, m]
+                else ""
+                for m in metrics
+            ),
+        ]
+        for label, members in groups.items()
+    ]
     if floor is not None:
         ax.axhline(floor, color="grey", linestyle=":", label="swap floor of an unbound code (0.5)")
     ax.set_xticks(range(len(groups)), list(groups), fontsize=7, rotation=20, ha="right")

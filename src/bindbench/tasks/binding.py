@@ -92,10 +92,9 @@ class BindingTask:
         self.colours, self.shapes = colours, shapes
         self.min_objects, self.max_objects = min_objects, max_objects
         self.device = torch.device(device)
-        pairs = held_out_pairs(
+        self.held_out = held_out_pairs(
             held_out or None, tuple(range(colours)), tuple(range(shapes)), torch.Generator().manual_seed(seed)
         )
-        self.held_out = [(int(c), int(s)) for c, s in pairs]
         is_held = torch.zeros(colours, shapes, dtype=torch.bool)
         for c, s in self.held_out:
             is_held[c, s] = True
