@@ -1,6 +1,11 @@
 """BindBench: runnable, measured experiments on the binding problem in neural networks."""
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("bindbench")  # one version: the package metadata's, from pyproject.toml
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "unknown"
 
 
 def run(*args, **kwargs):

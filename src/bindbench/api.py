@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
-from bindbench.core.config import SpecError
 from bindbench.core.device import describe_device, resolve_device
-from bindbench.core.executor import execute
-from bindbench.core.plan import Job, Plan, make_plan
+from bindbench.core.executor import RunOptions, execute
+from bindbench.core.plan import Plan, make_plan
 from bindbench.core.report import build_report
 from bindbench.core.store import Store
 
@@ -28,32 +27,25 @@ def run(
     *,
     profile: str = "quick",
     sets: Iterable[str] = (),
-    out: str | Path | None = None,
-    workers: int = 1,
-    ensemble: bool = True,
-    backend: str = "local",
-    address: str | None = None,
-    device: str = "cpu",
     seed: int | None = None,
-    on_start: Callable[[list[Job]], None] | None = None,
-    on_finish: Callable[[Job, dict], None] | None = None,
-    on_eval: Callable[[Job, int, dict], None] | None = None,
+    out: str | Path | None = None,
     command: str | None = None,
+    **options,
 ) -> Path:
     """Runs a target's missing runs, writes the report, and returns the output folder.
 
-    `sets` are `key=value` overrides as on the command line (a list value sweeps).
-    Everything is validated before the output folder is touched. The callbacks are those
-    of `core.executor.execute` (progress and per-run lines in the CLI).
+    `sets` are `key=value` overrides as on the command line (a list value sweeps);
+    `options` are those of `core.executor.RunOptions` (device, workers, ensemble, backend,
+    address, and the progress callbacks). Everything is validated before the output folder
+    is touched.
     """
     the_plan = plan(target, profile, sets, seed)
-    described = describe_device(resolve_device(device))
-    if backend not in ("local", "ray"):
-        raise SpecError(f"--backend {backend!r}: allowed are local, ray")
-    if backend == "ray":
+    how = RunOptions(**options)
+    described = describe_device(resolve_device(how.device))
+    if how.backend == "ray":
         from bindbench.core.ray_backend import check_backend
 
-        check_backend(address)
+        check_backend(how.address)
     folder = Path(out) if out else the_plan.default_out()
     with Store(folder) as store:
         store.set_meta(
@@ -61,20 +53,9 @@ def run(
             profile=profile,
             sweeps=the_plan.sweeps,
             device=described,
-            command=command or _as_command(target, profile, sets, seed, device),
+            command=command or _as_command(target, profile, sets, seed, how.device),
         )
-        execute(
-            the_plan.jobs,
-            store,
-            device=device,
-            workers=workers,
-            ensemble=ensemble,
-            backend=backend,
-            address=address,
-            on_start=on_start,
-            on_finish=on_finish,
-            on_eval=on_eval,
-        )
+        execute(the_plan.jobs, store, how)
     build_report(folder)
     return folder
 

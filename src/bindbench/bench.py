@@ -16,10 +16,11 @@ import time
 from collections.abc import Callable
 
 import torch
+from rich.table import Table
 
 from bindbench.core.ensemble import Ensemble, StackedAdamW
 from bindbench.core.training import make_optimizer
-from bindbench.experiments.composition import student_inputs
+from bindbench.experiments.hyperteacher.setup import student_inputs
 from bindbench.models import MLP
 from bindbench.tasks.hyperteacher import HyperTeacher
 
@@ -144,7 +145,8 @@ def bench_mlp(width: int = 1024, depth: int = 4, steps: int = 5, peak: float | N
 def bench_seq2seq(kind: str = "transformer", steps: int = 10, batch_size: int = 64) -> dict:
     """(d) SCAN training throughput: target tokens (actions and <eos>) per second of a full
     training step (batch drawn from the simple split, forward, backward, AdamW)."""
-    from bindbench.experiments.scan import ScanSpec, by_target_length, make_model, sequence_loss
+    from bindbench.experiments.scan import ScanSpec, make_model
+    from bindbench.models.seq2seq import by_target_length, sequence_loss
     from bindbench.tasks import scan
 
     spec = ScanSpec.model_validate({"model": {"kind": kind}})
@@ -156,7 +158,7 @@ def bench_seq2seq(kind: str = "transformer", steps: int = 10, batch_size: int = 
     batches = []
     for _ in range(steps + 2):
         rows = torch.randint(len(source), (batch_size,), generator=generator)
-        batches.append(by_target_length(source[rows], target[rows], spec.train.length_groups))
+        batches.append(by_target_length(source[rows], target[rows], spec.train.length_groups, scan.PAD))
     queue = iter(batches)
 
     def step() -> None:
@@ -180,8 +182,8 @@ def bench_scenes(resolution: int = 32, batch_size: int = 16, steps: int = 10, **
     experiment's loss, Adam) at the spec its `sets` give (dotted keys, e.g. model.decoder="conv");
     generation's share of a step is the target of issue 5 (< 5%)."""
     from bindbench.core.config import build_spec
-    from bindbench.experiments.segregation import (
-        SegregationSpec,
+    from bindbench.experiments.objects.setup import (
+        SlotsSpec,
         batch_sampler,
         make_model,
         make_scenes,
@@ -189,13 +191,13 @@ def bench_scenes(resolution: int = 32, batch_size: int = 16, steps: int = 10, **
     )
 
     sets = {"data.resolution": resolution, "train.batch_size": batch_size, **sets}
-    spec = build_spec(SegregationSpec, overrides=sets)
+    spec = build_spec(SlotsSpec, overrides=sets)
     scenes = make_scenes(spec.data)
     generator = torch.Generator().manual_seed(0)
     # generation is ~2 ms a batch: the best of 3 rounds of 50 keeps scheduler noise out of the share
     sample_seconds = min(_seconds(lambda: scenes.sample(batch_size, generator), 50) for _ in range(3))
     torch.manual_seed(0)
-    model = make_model(spec)
+    model = make_model(spec.model, spec.data.resolution)
     optimizer = make_optimizer(model, spec.train.lr, spec.train.weight_decay)
     sample_batch = batch_sampler(spec, scenes, generator, generator)
 
@@ -253,3 +255,48 @@ def run_benchmarks(quick: bool = False, only: tuple[str, ...] = GROUPS) -> dict:
         results["scenes_64"] = bench_scenes(64, steps=few, **{"train.pixels": 1024})
         results["scenes_64_reference_layout"] = bench_scenes(64, steps=few, **reference)
     return results
+
+
+def results_table(results: dict) -> Table:
+    """The figures of `run_benchmarks` as a table: what was measured, the ratio, the target."""
+    table = Table("benchmark", "measured", "ratio", "target", box=None)
+    for key in ("ensemble", "ensemble_small"):
+        if key not in results:
+            continue
+        ens = results[key]
+        plain, together = ens["plain_ms_per_step_all_members"], ens["ensemble_ms_per_step_all_members"]
+        table.add_row(
+            ens["case"],
+            f"{plain:.1f} ms vs {together:.1f} ms",
+            f"{ens['speedup']:.2f}x (at most {ens['ceiling_at_peak']:.1f}x at peak)",
+            ens["target"] if key == "ensemble" else "",
+        )
+    for case in (results[key] for key in ("mlp_1024", "mlp_256") if key in results):
+        table.add_row(
+            case["case"],
+            f"{case['achieved_gflops']:.1f} of {case['peak_matmul_gflops']:.1f} GFLOP/s, "
+            f"{case['steps_per_second']:.2f} steps/s",
+            f"{100 * case['fraction_of_peak']:.0f}% of peak",
+            ">= 60%" if case is results["mlp_1024"] else "",
+        )
+        table.add_row(
+            "  hyperteacher batch generation",
+            f"{case['data_ms_per_batch']:.2f} ms per batch",
+            f"{100 * case['data_fraction_of_step']:.2f}% of a step",
+            "< 5%",
+        )
+    for case in (results[key] for key in ("scan_transformer", "scan_lstm") if key in results):
+        table.add_row(
+            case["case"],
+            f"{case['ms_per_step']:.1f} ms per step",
+            f"{case['target_tokens_per_second']:.0f} tokens/s",
+            "",
+        )
+    for case in (value for key, value in results.items() if key.startswith("scenes_")):
+        table.add_row(
+            case["case"],
+            f"{case['ms_per_step']:.1f} ms per step, {case['scenes_per_second']:.0f} scenes/s generated",
+            f"data {100 * case['data_fraction_of_step']:.2f}% of a step",
+            "< 5%",
+        )
+    return table

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from bindbench.core.config import SpecError
-from bindbench.core.executor import WorkerDied
+from bindbench.core.worker import WorkerDied
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="BindBench: the binding problem, measured."
@@ -87,17 +87,17 @@ def run_command(
             target,
             profile=profile,
             sets=set_,
+            seed=seed,
             out=out,
+            command=command,
+            device=device,
             workers=workers,
             ensemble=not no_ensemble,
             backend=backend,
             address=address,
-            device=device,
-            seed=seed,
             on_start=on_start,
             on_finish=on_finish,
             on_eval=on_eval,
-            command=command,
         )
     finally:
         if "task" in state:
@@ -230,53 +230,13 @@ def bench_command(
     """Measure speed side by side (ensemble vs one-by-one, GFLOP/s vs peak, data cost)."""
     import json
 
-    from bindbench.bench import GROUPS, run_benchmarks
+    from bindbench.bench import GROUPS, results_table, run_benchmarks
 
     unknown = sorted(set(only or GROUPS) - set(GROUPS))
     if unknown:
         raise SpecError(f"--only {unknown[0]!r}: choose from {', '.join(GROUPS)}")
     results = run_benchmarks(quick=quick, only=tuple(only or GROUPS))
-    table = Table("benchmark", "measured", "ratio", "target", box=None)
-    for key in ("ensemble", "ensemble_small"):
-        if key not in results:
-            continue
-        ens = results[key]
-        plain, together = ens["plain_ms_per_step_all_members"], ens["ensemble_ms_per_step_all_members"]
-        table.add_row(
-            ens["case"],
-            f"{plain:.1f} ms vs {together:.1f} ms",
-            f"{ens['speedup']:.2f}x (at most {ens['ceiling_at_peak']:.1f}x at peak)",
-            ens["target"] if key == "ensemble" else "",
-        )
-    for case in (results[key] for key in ("mlp_1024", "mlp_256") if key in results):
-        table.add_row(
-            case["case"],
-            f"{case['achieved_gflops']:.1f} of {case['peak_matmul_gflops']:.1f} GFLOP/s, "
-            f"{case['steps_per_second']:.2f} steps/s",
-            f"{100 * case['fraction_of_peak']:.0f}% of peak",
-            ">= 60%" if case is results["mlp_1024"] else "",
-        )
-        table.add_row(
-            "  hyperteacher batch generation",
-            f"{case['data_ms_per_batch']:.2f} ms per batch",
-            f"{100 * case['data_fraction_of_step']:.2f}% of a step",
-            "< 5%",
-        )
-    for case in (results[key] for key in ("scan_transformer", "scan_lstm") if key in results):
-        table.add_row(
-            case["case"],
-            f"{case['ms_per_step']:.1f} ms per step",
-            f"{case['target_tokens_per_second']:.0f} tokens/s",
-            "",
-        )
-    for case in (value for key, value in results.items() if key.startswith("scenes_")):
-        table.add_row(
-            case["case"],
-            f"{case['ms_per_step']:.1f} ms per step, {case['scenes_per_second']:.0f} scenes/s generated",
-            f"data {100 * case['data_fraction_of_step']:.2f}% of a step",
-            "< 5%",
-        )
-    console.print(table)
+    console.print(results_table(results))
     machine = results["machine"]
     console.print(f"machine: {machine['processor']}, {machine['cores']} cores, torch {machine['torch']}")
     if out is not None:

@@ -1,8 +1,16 @@
 import pytest
 
-from bindbench.core.config import SpecError, build_spec, expand_grid, parse_override, run_id, split_sweep
+from bindbench.core.config import (
+    SpecError,
+    build_spec,
+    expand_grid,
+    flatten,
+    parse_override,
+    run_id,
+    split_sweep,
+)
 from bindbench.core.plan import make_plan
-from bindbench.experiments.composition import CompositionSpec
+from bindbench.experiments.hyperteacher.setup import CompositionSpec
 
 
 def test_defaults_are_the_reference_hyperteacher_setting():
@@ -111,6 +119,44 @@ def test_overriding_one_nested_key_keeps_the_parents_other_defaults_for_that_spe
     assert (spec.train.batch_size, spec.train.lr) == (3, 1e-3)
     # and a spec built from its own dump is the same spec (run ids do not move)
     assert build_spec(Parent, base=spec.model_dump()) == spec
+
+
+def test_a_built_spec_is_frozen():
+    from pydantic import ValidationError
+
+    from bindbench.core.config import Spec
+    from bindbench.core.training import TrainSpec
+
+    class Parent(Spec):
+        train: TrainSpec = TrainSpec(lr=1e-3)
+        seed: int = 0
+
+    spec = build_spec(Parent, overrides={"train.steps": 7, "seed": 1})
+    before = (spec.model_dump(), run_id("parent", spec))
+    with pytest.raises(ValidationError, match="frozen"):
+        spec.train.steps = 8
+    with pytest.raises(ValidationError, match="frozen"):
+        spec.seed = 5
+    assert (spec.model_dump(), run_id("parent", spec)) == before
+    changed = spec.model_copy(update={"seed": 5})  # a changed spec is a new one
+    assert changed.seed == 5 and spec.seed == 1
+
+
+def test_described_defaults_of_a_nested_spec_are_the_ones_its_parent_gives_it():
+    from bindbench.core.config import Spec, describe_fields
+    from bindbench.core.training import TrainSpec
+
+    class Parent(Spec):
+        train: TrainSpec = TrainSpec(lr=1e-3, steps=6000)
+        plain: TrainSpec = TrainSpec()
+        seed: int = 4
+
+    defaults = {key: default for key, _, default, _ in describe_fields(Parent)}
+    assert (defaults["train.lr"], defaults["train.steps"]) == (1e-3, 6000)
+    assert defaults["train.batch_size"] == TrainSpec().batch_size  # not given: the class's
+    assert (defaults["plain.lr"], defaults["seed"]) == (TrainSpec().lr, 4)
+    # the defaults shown are what build_spec gives without overrides
+    assert defaults == {k: v for k, v in flatten(build_spec(Parent).model_dump()).items()}
 
 
 def test_list_prints_profiles_made_of_several_grids(capsys):

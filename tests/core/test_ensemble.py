@@ -2,10 +2,12 @@ import pytest
 import torch
 
 from bindbench.core.ensemble import Ensemble, StackedAdamW
-from bindbench.core.executor import RunContext, units_of
+from bindbench.core.executor import units_of
 from bindbench.core.plan import make_plan
-from bindbench.core.training import make_optimizer
-from bindbench.experiments.composition import run, run_group, step_flops
+from bindbench.core.training import TrainSpec, make_optimizer, train, train_ensemble
+from bindbench.core.worker import RunContext
+from bindbench.experiments.hyperteacher.composition import run, run_group
+from bindbench.experiments.hyperteacher.setup import step_flops
 from bindbench.models import MLP
 
 
@@ -47,6 +49,49 @@ def test_stacked_adamw_follows_torch_adamw_with_per_member_rates_and_decay():
     for e, model in enumerate(models):
         for name, p in model.named_parameters():
             torch.testing.assert_close(ensemble.params[name][e], p, rtol=1e-5, atol=1e-6)
+
+
+def test_members_with_a_gradient_clip_equal_runs_trained_alone_with_that_clip():
+    steps, clips = 30, [None, 0.05, 0.5]
+    gen = torch.Generator().manual_seed(1)
+    # targets of scale 3: gradient norms well above both clips, so clipping acts
+    xs, ys = torch.randn(steps, 3, 8, 5, generator=gen), 3 * torch.randn(steps, 3, 8, 2, generator=gen)
+    x_eval, y_eval = torch.randn(3, 32, 5, generator=gen), 3 * torch.randn(3, 32, 2, generator=gen)
+    specs = [TrainSpec(steps=steps, batch_size=8, lr=1e-2, eval_every=10, clip_norm=c) for c in clips]
+
+    def evaluate_all(ens):
+        return [{"mse": float(v)} for v in (ens(x_eval) - y_eval).pow(2).mean(dim=(1, 2))]
+
+    ensemble = Ensemble(_models())
+    together = train_ensemble(
+        ensemble,
+        specs,
+        lambda step: (xs[step], ys[step]),
+        lambda ens, batch: (ens(batch[0]) - batch[1]).pow(2).mean(dim=(1, 2)),
+        evaluate_all,
+    )
+
+    def alone(e, spec):
+        model = _models()[e]
+        result = train(
+            model,
+            spec,
+            lambda step: (xs[step, e], ys[step, e]),
+            lambda m, batch: torch.nn.functional.mse_loss(m(batch[0]), batch[1]),
+            lambda m: {"mse": float(torch.nn.functional.mse_loss(m(x_eval[e]), y_eval[e]))},
+        )
+        return model, result
+
+    for e, (spec, member) in enumerate(zip(specs, together)):
+        model, result = alone(e, spec)
+        for key in ("mse", "train_loss"):
+            assert [p[key] for p in member.curve] == pytest.approx([p[key] for p in result.curve], rel=1e-4)
+        for name, p in model.named_parameters():
+            torch.testing.assert_close(ensemble.params[name][e], p, rtol=1e-4, atol=1e-6)
+        if spec.clip_norm is not None:  # the clip changed the run: the test would see a missing one
+            unclipped, _ = alone(e, spec.model_copy(update={"clip_norm": None}))
+            gap = max((a - b).abs().max() for a, b in zip(unclipped.parameters(), model.parameters()))
+            assert gap > 1e-2
 
 
 def test_ensemble_members_equal_runs_trained_alone(tiny):

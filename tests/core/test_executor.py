@@ -9,10 +9,11 @@ import pytest
 
 from bindbench.api import run as run_api
 from bindbench.core.config import Spec
-from bindbench.core.executor import WorkerDied, execute, run_unit
+from bindbench.core.executor import RunOptions, execute
 from bindbench.core.plan import make_plan
 from bindbench.core.registry import EXPERIMENTS, Experiment, RunResult, register
 from bindbench.core.store import Store
+from bindbench.core.worker import WorkerDied, run_unit
 
 
 class ToySpec(Spec):
@@ -59,7 +60,7 @@ def test_a_worker_that_dies_leaves_its_run_unfinished_and_stops_with_a_clear_err
     plan = make_plan("toy", sets=["mode=[die, ok]"])
     with Store(tmp_path) as store:
         with pytest.raises(WorkerDied, match="rerun"):
-            execute(plan.jobs, store, workers=2)
+            execute(plan.jobs, store, RunOptions(workers=2))
         statuses = {r["spec"]["mode"]: r["status"] for r in store.runs()}
     assert statuses["die"] == "running"
 

@@ -75,3 +75,24 @@ def test_a_non_finite_loss_marks_the_run_diverged_and_stops_it():
     result = train(model, TrainSpec(steps=100, eval_every=10), sample, exploding, evaluate)
     assert result.diverged and result.steps == 10 and len(calls) == 10
     assert math.isnan(result.curve[-1]["train_loss"])
+
+
+def test_a_clip_norm_in_the_spec_clips_the_gradient_the_optimizer_steps_with(monkeypatch):
+    seen = []  # the global gradient norm at each optimizer step
+    step = torch.optim.AdamW.step
+
+    def spy(self, *args, **kwargs):
+        grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
+        seen.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    norms = {}
+    for clip in (None, 0.1):
+        seen.clear()
+        model, sample, loss_fn, evaluate = _regression()
+        train(model, TrainSpec(steps=20, lr=0.05, eval_every=10, clip_norm=clip), sample, loss_fn, evaluate)
+        norms[clip] = list(seen)
+    assert len(norms[None]) == len(norms[0.1]) == 20
+    assert min(norms[None]) > 0.1  # unclipped, every step's gradient is above the clip
+    assert max(norms[0.1]) <= 0.1 * (1 + 1e-5)

@@ -3,10 +3,11 @@ import torch
 
 from bindbench.cli import main
 from bindbench.core.config import SpecError
-from bindbench.core.executor import RunContext
 from bindbench.core.plan import make_plan
-from bindbench.experiments.scan import ScanSpec, accuracy_plot, by_target_length, run, score, sequence_loss
+from bindbench.core.worker import RunContext
+from bindbench.experiments.scan import ScanSpec, accuracy_plot, run
 from bindbench.models import LSTMSeq2Seq
+from bindbench.models.seq2seq import by_target_length, greedy_score, sequence_loss
 from bindbench.tasks import scan
 
 TINY_SCAN = [
@@ -40,13 +41,15 @@ class Oracle(torch.nn.Module):
             rows.append(answer[: max_len + 1])
         return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
 
+    pad = 0
+
 
 def test_score_counts_exact_matches_and_tokens_by_hand():
     examples = [scan.Example("walk", "I_WALK"), scan.Example("jump twice", "I_JUMP I_JUMP")]
     source, target = scan.encode(examples)
-    perfect = score(Oracle(source, target), source, target)
+    perfect = greedy_score(Oracle(source, target), source, target)
     assert perfect["exact"].tolist() == [True, True] and perfect["token_accuracy"] == 1.0
-    one_wrong = score(Oracle(source, target, wrong_rows=[1]), source, target)
+    one_wrong = greedy_score(Oracle(source, target, wrong_rows=[1]), source, target)
     assert one_wrong["exact"].tolist() == [True, False]
     assert one_wrong["token_accuracy"] == pytest.approx(4 / 5)  # 5 target tokens with <eos>
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from bindbench.core.config import SpecError
-from bindbench.core.executor import RunContext
 from bindbench.core.plan import make_plan
+from bindbench.core.worker import RunContext
 from bindbench.experiments.structure import floor_difference, plots, run
 
 TINY_STRUCTURE = [

@@ -25,9 +25,12 @@ class SpecError(ValueError):
 
 
 class Spec(BaseModel):
-    """Base of every experiment spec: unknown keys are errors, values are validated."""
+    """Base of every experiment spec: unknown keys are errors, values are validated.
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    Specs are frozen: a spec's hash is its run id, so it must not change once built
+    (`spec.model_copy(update=...)` gives a changed copy)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def field_annotation(model: type[BaseModel], path: str):
@@ -189,13 +192,23 @@ def flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def describe_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, Any, str]]:
-    """Returns (dotted key, type, default, description) for every leaf field of a spec."""
+def describe_fields(
+    model: type[BaseModel], prefix: str = "", defaults: BaseModel | None = None
+) -> list[tuple[str, str, Any, str]]:
+    """Returns (dotted key, type, default, description) for every leaf field of a spec.
+
+    `defaults` is an instance of `model` whose values are shown instead of the class's."""
     rows = []
     for name, info in model.model_fields.items():
         annotation = info.annotation
+        # a parent can give a nested spec its own default instance (`train: TrainSpec =
+        # TrainSpec(lr=1e-3)`): build_spec starts from its values, so they are the defaults
+        default = (
+            getattr(defaults, name) if defaults is not None else info.get_default(call_default_factory=True)
+        )
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            rows += describe_fields(annotation, f"{prefix}{name}.")
+            nested = default if isinstance(default, BaseModel) else None
+            rows += describe_fields(annotation, f"{prefix}{name}.", nested)
             continue
         args = typing.get_args(annotation)
         shown = (
@@ -203,7 +216,7 @@ def describe_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str,
             if typing.get_origin(annotation) is typing.Literal
             else getattr(annotation, "__name__", str(annotation))
         )
-        rows.append((f"{prefix}{name}", shown, info.default, info.description or ""))
+        rows.append((f"{prefix}{name}", shown, default, info.description or ""))
     return rows
 
 

@@ -5,7 +5,8 @@ into one batched matmul. Parameters are stacked along a leading member axis (e) 
 forward pass is `vmap` over `functional_call` of one shared module, so any torch module
 whose members share parameter shapes can be stacked. The optimizer is AdamW written for
 stacked tensors, with a learning rate and weight decay per member, and it follows
-`torch.optim.AdamW` step for step, so each member trains as it would alone.
+`torch.optim.AdamW` step for step, so each member trains as it would alone; the gradient
+clip per member likewise follows `torch.nn.utils.clip_grad_norm_`.
 """
 
 from __future__ import annotations
@@ -53,6 +54,27 @@ class Ensemble:
         state.update({name: b[index].clone() for name, b in self.buffers.items()})
         model.load_state_dict(state)
         return model
+
+
+@torch.no_grad()
+def clip_member_grad_norms_(params: list[torch.Tensor], max_norm: torch.Tensor) -> torch.Tensor:
+    """Clips each member's gradient norm to its `max_norm` (e,) in place; returns the (e,) norms.
+
+    Each member gets what `torch.nn.utils.clip_grad_norm_` does to it trained alone: the norm
+    over all of its parameters, and its grads scaled by max_norm / (norm + 1e-6) when that is
+    below 1. A member whose max_norm is inf is not clipped.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros_like(max_norm)
+    norms = torch.stack([torch.linalg.vector_norm(g.reshape(g.shape[0], -1), dim=1) for g in grads])
+    total = torch.linalg.vector_norm(norms, dim=0)  # (e,)
+    coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
+    # not the clamp alone: inf / inf (a non-finite norm) is nan, and an unclipped member keeps its grads
+    coef = torch.where(torch.isfinite(max_norm), coef, 1.0)
+    for g in grads:
+        g.mul_(coef.view((-1,) + (1,) * (g.ndim - 1)))
+    return total
 
 
 class StackedAdamW:

@@ -8,85 +8,47 @@ left `running` by a killed process are run again.
 from __future__ import annotations
 
 import functools
-import platform
-import time
-import traceback
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 
-import numpy as np
-import torch
-
-from bindbench.core.config import spec_json
-from bindbench.core.device import describe_device, resolve_device, threads_per_worker
+from bindbench.core.config import SpecError, spec_json
+from bindbench.core.device import resolve_device, threads_per_worker
 from bindbench.core.plan import Job
-from bindbench.core.registry import Experiment
 from bindbench.core.store import FINISHED, Store
+from bindbench.core.worker import WorkerDied, run_unit, versions
+
+BACKENDS = ("local", "ray")
 
 
 @dataclass(frozen=True)
-class RunContext:
-    """What a run gets from its executor besides its spec.
+class RunOptions:
+    """How the jobs of a plan are run and watched; `bindbench.run(**options)` and the CLI's
+    options of `bindbench run` are these.
 
-    `on_eval(step, point)` is called at every evaluation when the run is watched from this
-    process (progress); experiments pass it on to `train`.
+    `ensemble`: jobs that can train together do so as vectorized ensembles.
+    `backend="local"` runs them here or in `workers` processes; `backend="ray"` submits
+    them as Ray tasks to the cluster at `address` (a local instance when None).
+    Callbacks: `on_start(pending)` once, `on_finish(job, outcome)` after each run, and
+    `on_eval(job, step, point)` at each evaluation of single runs executed in this process.
     """
 
-    device: torch.device
-    on_eval: Callable[[int, dict], None] | None = None
+    device: str = "cpu"
+    workers: int = 1
+    ensemble: bool = True
+    backend: str = "local"
+    address: str | None = None
+    on_start: Callable[[list[Job]], None] | None = None
+    on_finish: Callable[[Job, dict], None] | None = None
+    on_eval: Callable[[Job, int, dict], None] | None = None
 
-
-def versions() -> dict[str, str]:
-    from bindbench import __version__
-
-    return {
-        "bindbench": __version__,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
-
-
-def run_unit(
-    experiment: Experiment,
-    specs: list[dict],
-    device: str,
-    threads: int,
-    on_eval: Callable[[int, dict], None] | None = None,
-) -> list[dict]:
-    """Runs one spec, or several as one ensemble; returns one outcome (plain data) per spec.
-
-    Never raises: a run that fails is an outcome with status `failed` and its traceback.
-    """
-    torch.set_num_threads(threads)
-    start = time.perf_counter()
-    described = device
-    try:
-        torch_device = resolve_device(device)
-        described = describe_device(torch_device)
-        ctx = RunContext(torch_device, on_eval)
-        resolved = [experiment.spec.model_validate(spec) for spec in specs]
-        if len(resolved) == 1:
-            results = [experiment.run(resolved[0], ctx)]
-        else:
-            results = experiment.run_group(resolved, ctx)
-        outcomes = [
-            {
-                "status": "diverged" if result.diverged else "done",
-                "metrics": result.metrics,
-                "curve": result.curve,
-                "extra": {**result.extra, "ensemble_size": len(specs)} if len(specs) > 1 else result.extra,
-            }
-            for result in results
-        ]
-    except Exception as err:  # a failing run must not stop the sweep
-        error = f"{type(err).__name__}: {err}\n{traceback.format_exc()}"
-        outcomes = [{"status": "failed", "error": error} for _ in specs]
-    seconds = time.perf_counter() - start
-    return [{**outcome, "seconds": seconds, "device": described} for outcome in outcomes]
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise SpecError(f"--backend {self.backend!r}: allowed are {', '.join(BACKENDS)}")
+        if self.workers < 1:
+            raise SpecError(f"--workers {self.workers}: must be at least 1")
 
 
 # Above this many training FLOPs per run and step, a plain step on a CPU is bound by
@@ -112,33 +74,16 @@ def units_of(
     return [jobs[i : i + max_members] for jobs in groups.values() for i in range(0, len(jobs), max_members)]
 
 
-def execute(
-    jobs: list[Job],
-    store: Store,
-    device: str = "cpu",
-    workers: int = 1,
-    ensemble: bool = True,
-    backend: str = "local",
-    address: str | None = None,
-    on_start: Callable[[list[Job]], None] | None = None,
-    on_finish: Callable[[Job, dict], None] | None = None,
-    on_eval: Callable[[Job, int, dict], None] | None = None,
-) -> list[Job]:
-    """Runs every job the store has not finished; returns the jobs that were run.
-
-    Jobs that can train together do so as vectorized ensembles unless `ensemble` is off.
-    `backend="local"` runs them here or in `workers` processes; `backend="ray"` submits
-    them as Ray tasks to the cluster at `address` (a local instance when None).
-    Callbacks: `on_start(pending)` once, `on_finish(job, outcome)` after each run, and
-    `on_eval(job, step, point)` at each evaluation of single runs executed in this process.
-    """
+def execute(jobs: list[Job], store: Store, options: RunOptions = RunOptions()) -> list[Job]:
+    """Runs every job the store has not finished, as `options` say; returns the jobs that were run."""
     for job in jobs:
         store.add(job.run_id, job.experiment.name, spec_json(job.spec), job.position)
     pending = [job for job in jobs if store.status(job.run_id) not in FINISHED]
     info = versions()
-    if on_start is not None:
-        on_start(pending)
-    units = units_of(pending, ensemble, device=resolve_device(device).type)
+    device, on_eval = options.device, options.on_eval
+    if options.on_start is not None:
+        options.on_start(pending)
+    units = units_of(pending, options.ensemble, device=resolve_device(device).type)
 
     def start(unit: list[Job]) -> list[dict]:
         for job in unit:
@@ -157,16 +102,16 @@ def execute(
                 seconds=outcome["seconds"],
                 device=outcome["device"],
             )
-            if on_finish is not None:
-                on_finish(job, outcome)
+            if options.on_finish is not None:
+                options.on_finish(job, outcome)
 
-    if backend == "ray":
+    if options.backend == "ray":
         from bindbench.core.ray_backend import run_on_ray
 
-        run_on_ray(units, device, address, start, finish)
+        run_on_ray(units, device, options.address, start, finish)
         return pending
 
-    workers = max(1, min(workers, len(units)))
+    workers = max(1, min(options.workers, len(units)))
     threads = threads_per_worker(workers)
     if workers == 1:
         for unit in units:
@@ -203,13 +148,3 @@ def execute(
         # `running` in the store and are run again next time.
         pool.shutdown(wait=not running, cancel_futures=True)
     return pending
-
-
-class WorkerDied(RuntimeError):
-    """A worker process vanished; the runs it held are left unfinished in the store."""
-
-    def __init__(self, run_ids: list[str]):
-        super().__init__(
-            f"a worker died (killed, or out of memory) during run {', '.join(run_ids)}; "
-            "its runs are left unfinished: rerun the command to finish them"
-        )

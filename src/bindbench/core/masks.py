@@ -238,6 +238,11 @@ def density(mask: Mask) -> dict[str, float]:
     return {name: kept.float().mean().item() for name, kept in mask.items()}
 
 
+def kept_fraction(mask: Mask) -> float:
+    """The fraction of all the masked layers' weights kept."""
+    return sum(int(m.sum()) for m in mask.values()) / sum(m.numel() for m in mask.values())
+
+
 def mask_iou(a: Mask, b: Mask) -> dict[str, float]:
     """Intersection over union of the kept weights of two masks, per layer (NaN where both are empty)."""
     if a.keys() != b.keys():

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from urllib.parse import urlparse
 
 from bindbench.core.config import SpecError
-from bindbench.core.executor import WorkerDied, run_unit
+from bindbench.core.worker import WorkerDied, run_unit
 
 
 def _check_reachable(address: str) -> None:

@@ -38,7 +38,8 @@ class Experiment:
     `run_group(specs, ctx) -> [RunResult]` trains runs with equal `group_key(spec)` together
     as one vectorized ensemble, each result equal to what `run` would give alone;
     `step_flops(spec)` (training FLOPs of one step) lets the executor stack only where
-    that pays.
+    that pays. `tiny` holds dotted overrides that make a run of about a second: the checks
+    every registered experiment must pass (tests/experiments/test_contract.py) run it.
     """
 
     name: str
@@ -53,6 +54,7 @@ class Experiment:
     run_group: Callable[..., list[RunResult]] | None = None
     group_key: Callable[[Spec], str] | None = None
     step_flops: Callable[[Spec], float] | None = None
+    tiny: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

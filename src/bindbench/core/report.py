@@ -80,6 +80,33 @@ class Plot:
     table: dict | None = None
 
 
+def bars(
+    ax, groups: list[str], series: dict[str, list[list[float]]], dots: float = 6
+) -> dict[str, np.ndarray]:
+    """Grouped bars with every value drawn: for each group (a tick on x) one bar per series at
+    the mean of `series[name][group index]`, and each value (a seed, a run) as a dot on it.
+
+    Returns each series' bar positions, for marks a figure adds (a published value, ...)."""
+    width = 0.8 / len(series)
+    positions = {}
+    for j, (name, per_group) in enumerate(series.items()):
+        x = np.arange(len(groups)) + (j - (len(series) - 1) / 2) * width
+        means = [float(np.mean(v)) if len(v) else np.nan for v in per_group]
+        ax.bar(x, means, width, color=f"C{j}", label=name)
+        for xi, values in zip(x, per_group):
+            ax.scatter([xi] * len(values), values, color="k", s=dots, zorder=3)
+        positions[name] = x
+    ax.set_xticks(range(len(groups)), groups)
+    return positions
+
+
+def spread(values: list[float], signed: bool = False) -> str:
+    """A table cell 'mean ± std' of the values ('' when there are none)."""
+    if not len(values):
+        return ""
+    return f"{np.mean(values):{'+' if signed else ''}.3f} ± {np.std(values):.3f}"
+
+
 def curves_plot(runs: list[dict], metrics: list[str], swept: list[str]) -> Plot | None:
     """Learning curves: one panel per metric, one line per run."""
     shown = [m for m in metrics if any(m in p for r in runs for p in r["curve"])]

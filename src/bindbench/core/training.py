@@ -30,6 +30,9 @@ class TrainSpec(Spec):
     schedule: Literal["constant", "cosine"] = "constant"
     warmup_steps: int = Field(0, ge=0, description="linear warm-up from 0 to lr")
     eval_every: int = Field(500, ge=1, description="steps between evaluations")
+    clip_norm: float | None = Field(
+        None, gt=0, description="clip of the global gradient norm before each step (null: none)"
+    )
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -89,13 +92,12 @@ def train(
     loss_fn: Callable[[torch.nn.Module, tuple], torch.Tensor],
     evaluate: Callable[[torch.nn.Module], dict[str, float]],
     on_eval: Callable[[int, dict], None] | None = None,
-    clip_norm: float | None = None,
 ) -> TrainResult:
     """Trains `model` in place and returns its learning curve and final evaluation.
 
     `sample_batch(step)` gives a batch, `loss_fn(model, batch)` a scalar loss and
-    `evaluate(model)` a dict of metrics (called under no_grad in eval mode). `clip_norm`
-    clips the global gradient norm before each step.
+    `evaluate(model)` a dict of metrics (called under no_grad in eval mode). `spec.clip_norm`,
+    when set, clips the global gradient norm before each step.
     """
     optimizer = make_optimizer(model, spec.lr, spec.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, spec))
@@ -123,8 +125,8 @@ def train(
         loss = loss_fn(model, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if clip_norm is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+        if spec.clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), spec.clip_norm)
         optimizer.step()
         schedule.step()
         detached = loss.detach()
@@ -151,11 +153,11 @@ def train_ensemble(
     """Trains the members of a `core.ensemble.Ensemble` together; one TrainResult per member.
 
     Members share steps, batch size and evaluation points (they are one batched model);
-    learning rate, weight decay and schedule are per member. `loss_fn` gives the (e,)
-    per-member losses and `evaluate` a list of metric dicts, one per member. A member whose
-    loss turns non-finite is frozen and reported diverged; the others go on.
+    learning rate, weight decay, schedule and gradient clip are per member. `loss_fn` gives
+    the (e,) per-member losses and `evaluate` a list of metric dicts, one per member. A member
+    whose loss turns non-finite is frozen and reported diverged; the others go on.
     """
-    from bindbench.core.ensemble import StackedAdamW
+    from bindbench.core.ensemble import StackedAdamW, clip_member_grad_norms_
 
     first = specs[0]
     for spec in specs:
@@ -172,6 +174,8 @@ def train_ensemble(
         lr=torch.tensor([s.lr for s in specs], device=device),
         weight_decay=torch.tensor([s.weight_decay for s in specs], device=device),
     )
+    clips = torch.tensor([math.inf if s.clip_norm is None else s.clip_norm for s in specs], device=device)
+    clipping = any(s.clip_norm is not None for s in specs)  # else skip the norms at every step
 
     def factors(step: int) -> torch.Tensor:  # (e,) every member's schedule at `step`
         return torch.tensor([lr_factor(step, s) for s in specs], device=device)
@@ -187,6 +191,8 @@ def train_ensemble(
         losses = loss_fn(ensemble, sample_batch(step))  # (e,)
         optimizer.zero_grad()
         losses.sum().backward()
+        if clipping:
+            clip_member_grad_norms_(params, clips)
         optimizer.step(factors(step) * alive)
         window_loss += losses.detach()
         window_steps += 1

@@ -1,18 +1,11 @@
-"""Experiments, one module per claim; importing this package registers them and the suites."""
+"""Experiments: claims grouped in families that share a recipe (a family's setup.py), and
+single claims; importing this package registers them and the suites."""
 
 from pathlib import Path
 
 from bindbench.core.config import SpecError, load_yaml
 from bindbench.core.registry import Suite, register_suite
-from bindbench.experiments import (  # noqa: F401  (they register themselves)
-    composition,
-    neurons,
-    representation,
-    scaling,
-    scan,
-    segregation,
-    structure,
-)
+from bindbench.experiments import hyperteacher, objects, scan, structure  # noqa: F401  (they register)
 
 SUITE_DIR = Path(__file__).parent / "suites"
 

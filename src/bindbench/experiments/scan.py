@@ -20,9 +20,10 @@ from pydantic import Field, model_validator
 
 from bindbench.core.config import Spec
 from bindbench.core.registry import Experiment, RunResult, register
-from bindbench.core.report import Plot
+from bindbench.core.report import Plot, bars
 from bindbench.core.training import TrainSpec, train
 from bindbench.models import LSTMSeq2Seq, TransformerSeq2Seq
+from bindbench.models.seq2seq import by_target_length, greedy_score, sequence_loss
 from bindbench.tasks import scan
 
 # Exact-match test accuracy (%) published for seq2seq RNNs, research note section 1.5
@@ -51,13 +52,8 @@ class Seq2SeqSpec(Spec):
 
 
 class ScanTrainSpec(TrainSpec):
-    steps: int = Field(3000, ge=1, description="optimizer steps")
-    batch_size: int = Field(64, ge=1, description="commands per step, drawn with replacement")
-    lr: float = Field(1e-3, gt=0, description="peak learning rate")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW decay, on >=2-D parameters only")
-    warmup_steps: int = Field(200, ge=0, description="linear warm-up from 0 to lr")
-    eval_every: int = Field(1000, ge=1, description="steps between evaluations")
-    clip_norm: float | None = Field(5.0, gt=0, description="clip of the gradient norm (null: none)")
+    """The training settings (batches of commands drawn with replacement), with length groups."""
+
     length_groups: int = Field(
         4,
         ge=1,
@@ -72,7 +68,9 @@ class ScanSpec(Spec):
         None, description="folder with tasks_{train,test}_<split>.txt to use instead of the generator"
     )
     model: Seq2SeqSpec = Seq2SeqSpec()
-    train: ScanTrainSpec = ScanTrainSpec()
+    train: ScanTrainSpec = ScanTrainSpec(
+        steps=3000, batch_size=64, lr=1e-3, weight_decay=0.0, warmup_steps=200, eval_every=1000, clip_norm=5.0
+    )
     eval_subset: int = Field(
         512, ge=1, description="test commands scored at intermediate evaluations (the last scores all)"
     )
@@ -122,53 +120,6 @@ def make_model(spec: Seq2SeqSpec) -> torch.nn.Module:
     )
 
 
-def trim(source: torch.Tensor, target: torch.Tensor):
-    """Drops the columns that are padding in every row of this batch."""
-    source_len = int((source != scan.PAD).sum(1).max())
-    target_len = int((target != scan.PAD).sum(1).max())
-    return source[:, :source_len], target[:, :target_len]
-
-
-def by_target_length(source: torch.Tensor, target: torch.Tensor, groups: int) -> list[tuple]:
-    """The batch's rows sorted by output length and cut into `groups` groups, each padded only
-    to its own longest row: the loss is that of the whole batch, with less padding computed."""
-    order = (target != scan.PAD).sum(1).argsort()
-    return [trim(source[rows], target[rows]) for rows in order.tensor_split(groups)]
-
-
-def sequence_loss(model, batch) -> torch.Tensor:
-    """Teacher forcing: mean cross-entropy of each next target token, padding ignored.
-    `batch` is (source, target) or a list of such groups, whose tokens are pooled."""
-    groups = batch if isinstance(batch, list) else [batch]
-    total, tokens = 0.0, 0
-    for source, target in groups:
-        logits = model(source, target[:, :-1])  # (b, t, v)
-        total = total + torch.nn.functional.cross_entropy(
-            logits.transpose(1, 2), target[:, 1:], ignore_index=scan.PAD, reduction="sum"
-        )
-        tokens = tokens + (target[:, 1:] != scan.PAD).sum()
-    return total / tokens
-
-
-def score(model, source: torch.Tensor, target: torch.Tensor, batch: int = 1024) -> dict:
-    """Greedy decoding against the targets: per-command exact match (bool) and tokens right.
-
-    A prediction is exact when every target token and the <eos> after them are right;
-    token accuracy counts, position by position, the target tokens (and <eos>) matched."""
-    exact, right, total = [], 0, 0
-    for start in range(0, len(source), batch):
-        s, t = trim(source[start : start + batch], target[start : start + batch])
-        want = t[:, 1:]  # actions and <eos>, then padding
-        got = model.greedy(s, max_len=want.shape[1])[:, 1:]
-        got = torch.nn.functional.pad(got, (0, want.shape[1] - got.shape[1]), value=scan.PAD)
-        counted = want != scan.PAD
-        hits = (got == want) & counted
-        exact.append((hits | ~counted).all(1))
-        right += int(hits.sum())
-        total += int(counted.sum())
-    return {"exact": torch.cat(exact), "token_accuracy": right / total}
-
-
 def by_length(exact: torch.Tensor, examples: list[scan.Example]) -> dict[str, float]:
     """Exact match per output length (number of actions)."""
     groups = defaultdict(list)
@@ -193,7 +144,7 @@ def run(spec: ScanSpec, ctx) -> RunResult:
 
     def sample_batch(step: int):
         rows = torch.randint(len(train_source), (spec.train.batch_size,), generator=data, device=device)
-        return by_target_length(train_source[rows], train_target[rows], spec.train.length_groups)
+        return by_target_length(train_source[rows], train_target[rows], spec.train.length_groups, scan.PAD)
 
     def evaluate(model) -> dict[str, float]:
         out = {}
@@ -201,17 +152,15 @@ def run(spec: ScanSpec, ctx) -> RunResult:
             ("train", (train_source, train_target)),
             ("test", (test_source, test_target)),
         ):
-            scored = score(model, source[subsets[name]], target[subsets[name]])
+            scored = greedy_score(model, source[subsets[name]], target[subsets[name]])
             out[f"{name}_exact"] = float(scored["exact"].float().mean())
         return out
 
-    trained = train(
-        model, spec.train, sample_batch, sequence_loss, evaluate, ctx.on_eval, clip_norm=spec.train.clip_norm
-    )
+    trained = train(model, spec.train, sample_batch, sequence_loss, evaluate, ctx.on_eval)
     if trained.diverged:
         return RunResult(metrics={}, curve=trained.curve, diverged=True)
     model.eval()
-    final = score(model, test_source, test_target)
+    final = greedy_score(model, test_source, test_target)
     metrics = {
         "exact_match": float(final["exact"].float().mean()),
         "token_accuracy": final["token_accuracy"],
@@ -242,31 +191,20 @@ def accuracy_plot(runs: list[dict]) -> Plot | None:
     models = sorted({m for _, m in cells})
     fig = Figure(figsize=(1.3 + 1.2 * len(splits), 3.6), layout="constrained")
     ax = fig.subplots()
-    width = 0.8 / (len(models) + 1)
-    rows = []
+    bars(ax, splits, {m: [cells.get((s, m), []) for s in splits] for m in models}, dots=8)
     for j, split in enumerate(splits):
-        for i, model in enumerate(models):
-            values = cells.get((split, model), [])
-            if values:
-                x = j + (i - len(models) / 2) * width
-                ax.bar(x, np.mean(values), width, color=f"C{i}", label=model if j == 0 else None)
-                ax.scatter([x] * len(values), values, color="k", s=8, zorder=3)
-                reference, source = REFERENCE.get(split, (None, ""))
-                rows.append(
-                    {
-                        "split": split,
-                        "model": model,
-                        "mean": float(np.mean(values)),
-                        "std": float(np.std(values)),
-                        "seeds": values,
-                        "reference": reference,
-                        "source": source,
-                    }
-                )
         if split in REFERENCE:
-            ax.bar(j + len(models) / 2 * width, REFERENCE[split][0], width, color="lightgrey", hatch="//")
-    ax.bar([], [], color="lightgrey", hatch="//", label="published RNN")
-    ax.set_xticks(range(len(splits)), splits, rotation=20, fontsize=8)
+            ax.hlines(REFERENCE[split][0], j - 0.4, j + 0.4, colors="grey", linestyles="--")
+    ax.plot([], [], "--", color="grey", label="published RNN")
+    rows = []
+    for split in splits:
+        reference, source = REFERENCE.get(split, (None, ""))
+        for model in models:
+            if values := cells.get((split, model)):
+                mean, std = float(np.mean(values)), float(np.std(values))
+                rows.append(dict(split=split, model=model, mean=mean, std=std, seeds=values))
+                rows[-1].update(reference=reference, source=source)
+    ax.tick_params(axis="x", labelrotation=20, labelsize=8)
     ax.set_ylabel("exact match on test (%)")
     ax.set_ylim(0, 105)
     ax.set_title("SCAN: ID (simple) against held-out splits")
@@ -348,5 +286,16 @@ EXPERIMENT = register(
         },
         columns=("split", "model.kind", "seed"),
         metrics=("exact_match", "token_accuracy", "train_exact", "train_loss"),
+        tiny={
+            "model.d_model": 16,
+            "model.layers": 1,
+            "model.heads": 2,
+            "model.ff": 16,
+            "train.steps": 10,
+            "train.batch_size": 8,
+            "train.eval_every": 5,
+            "train.warmup_steps": 0,
+            "eval_subset": 16,
+        },
     )
 )

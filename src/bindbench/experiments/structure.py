@@ -29,12 +29,13 @@ from bindbench.core.masks import (
     apply_mask,
     density,
     find_subnetwork,
+    kept_fraction,
     mask_iou,
     maskable_weights,
     random_mask,
 )
 from bindbench.core.registry import Experiment, RunResult, register
-from bindbench.core.report import Plot
+from bindbench.core.report import Plot, bars, spread
 from bindbench.core.training import TrainSpec, train
 from bindbench.models.mlp import MLP
 from bindbench.tasks.subroutines import AddMulTask, AndTask
@@ -127,10 +128,6 @@ def _mean_defined(values: list[float]) -> float:
     return float(np.mean(defined)) if defined else math.nan
 
 
-def _kept(mask) -> float:
-    return sum(int(m.sum()) for m in mask.values()) / sum(m.numel() for m in mask.values())
-
-
 def run(spec: StructureSpec, ctx) -> RunResult:
     task = make_task(spec.task)
     torch.manual_seed(spec.seed)
@@ -190,7 +187,7 @@ def subroutine_masks(model, task, spec: StructureSpec, own: str, other: str) -> 
     for penalty in spec.mask.penalties:
         mask = search(model, task, spec, own, penalty, MASK_SEED_BASE)
         val = accuracy(apply_mask(model, mask), task, own, "val", items)
-        tried.append({"penalty": penalty, "val_accuracy": val, "kept": _kept(mask), "mask": mask})
+        tried.append({"penalty": penalty, "val_accuracy": val, "kept": kept_fraction(mask), "mask": mask})
     passing = [t for t in tried if t["val_accuracy"] >= spec.mask.threshold]
     chosen = min(passing, key=lambda t: t["kept"]) if passing else max(tried, key=lambda t: t["val_accuracy"])
 
@@ -212,7 +209,7 @@ def subroutine_masks(model, task, spec: StructureSpec, own: str, other: str) -> 
             per_seed[f"{name}_own"].append(scores[0])
             per_seed[f"{name}_other"].append(scores[1])
             per_seed[name].append(floor_difference(*scores, task.chance))
-        per_seed["kept"].append(_kept(mask))
+        per_seed["kept"].append(kept_fraction(mask))
         masks.append(mask)
     return masks, {
         "penalty": chosen["penalty"],
@@ -226,14 +223,17 @@ def subroutine_masks(model, task, spec: StructureSpec, own: str, other: str) -> 
 
 
 def _label(spec: dict) -> str:
-    return f"{spec.get('task', {}).get('name', 'and')}, {spec.get('model', {}).get('init', 'trained')}"
+    return f"{spec['task']['name']}, {spec['model']['init']}"
+
+
+BARS = ["sub_own", "sub_other", "abl_own", "abl_other", "random_abl_own", "random_abl_other"]
 
 
 def ablation_plot(runs: list[dict]) -> Plot | None:
     """The 2 x 2 of Lepori et al. per subroutine: subnetwork and ablated complement, each on its
     own and the other subroutine's test set, for trained and random-init base models, with the
     random-mask ablation beside them and chance drawn; the Sub and Abl table under it."""
-    done = [r for r in runs if r["status"] == "done" and "subroutine" in r.get("extra", {})]
+    done = [r for r in runs if r["status"] == "done" and "subroutine" in r["extra"]]
     if not done:
         return None
     groups = defaultdict(list)
@@ -241,54 +241,41 @@ def ablation_plot(runs: list[dict]) -> Plot | None:
         groups[_label(r["spec"])].append(r)
     fig = Figure(figsize=(4.5 * len(groups), 3.6), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(groups), sharey=True))
-    bars = ["sub_own", "sub_other", "abl_own", "abl_other", "random_abl_own", "random_abl_other"]
     rows, data = [], {}
     for ax, (label, members) in zip(axes, sorted(groups.items())):
         names = members[0]["extra"]["subroutines"]
-        chance = members[0]["extra"]["chance"]
-        width = 0.8 / len(names)
-        for i, name in enumerate(names):
-            values = {
-                b: [v for r in members for v in r["extra"]["subroutine"][name]["seeds"][b]] for b in bars
-            }
-            x = np.arange(len(bars)) + (i - (len(names) - 1) / 2) * width
-            ax.bar(x, [np.mean(values[b]) for b in bars], width, color=f"C{i}", label=f"mask for {name}")
-            for xi, b in zip(x, bars):
-                ax.scatter([xi] * len(values[b]), values[b], color="k", s=5, zorder=3)
-            data[f"{label}: {name}"] = values
-            number = names.index(name) + 1
-            summary = {
-                k: [r["metrics"][f"{k}_{number}"] for r in members] for k in ("sub", "abl", "random_abl")
-            }
-            rows.append(
-                [
-                    label,
-                    name,
-                    len(members),
-                    *(f"{np.mean(v):+.3f} ± {np.std(v):.3f}" for v in summary.values()),
-                ]
-            )
-        ax.axhline(chance, color="grey", linestyle=":", label="chance")
-        ax.set_xticks(range(len(bars)), [b.replace("_", "\n") for b in bars], fontsize=7)
+        values = {
+            name: {b: [v for r in members for v in r["extra"]["subroutine"][name]["seeds"][b]] for b in BARS}
+            for name in names
+        }
+        bars(
+            ax,
+            [b.replace("_", "\n") for b in BARS],
+            {f"mask for {n}": list(values[n].values()) for n in names},
+        )
+        for number, name in enumerate(names, start=1):
+            data[f"{label}: {name}"] = values[name]
+            summary = [[r["metrics"][f"{k}_{number}"] for r in members] for k in ("sub", "abl", "random_abl")]
+            rows.append([label, name, len(members), *(spread(v, signed=True) for v in summary)])
+        ax.axhline(members[0]["extra"]["chance"], color="grey", linestyle=":", label="chance")
+        ax.tick_params(axis="x", labelsize=7)
         ax.set_title(label, fontsize=9)
         ax.set_ylim(0, 1.05)
         ax.legend(fontsize=7)
     axes[0].set_ylabel("test accuracy")
-    table = {
-        "columns": ["base model", "mask for", "base seeds", "Sub", "Abl", "random-mask Abl"],
-        "rows": rows,
-    }
+    columns = ["base model", "mask for", "base seeds", "Sub", "Abl", "random-mask Abl"]
+    table = {"columns": columns, "rows": rows}
     return Plot("Subnetworks and their ablation (own / other subroutine's test set)", fig, data, table)
 
 
 def layer_plot(runs: list[dict]) -> Plot | None:
     """Per task and masked layer: the fraction of weights each subroutine's mask keeps, and the
     IoU of the two masks (trained base models)."""
-    done = [r for r in runs if r["status"] == "done" and "iou" in r.get("extra", {})]
+    done = [r for r in runs if r["status"] == "done" and "iou" in r["extra"]]
     by_task = defaultdict(list)
     for r in done:
-        if r["spec"].get("model", {}).get("init", "trained") == "trained":
-            by_task[r["spec"].get("task", {}).get("name", "and")].append(r)
+        if r["spec"]["model"]["init"] == "trained":
+            by_task[r["spec"]["task"]["name"]].append(r)
     if not by_task:
         return None
     fig = Figure(figsize=(8, 3.2 * len(by_task)), layout="constrained")
@@ -332,11 +319,9 @@ EXPERIMENT = register(
         check=check,
         plots=plots,
         profiles={
-            # quick: one base seed and its random-init control, one penalty, 2 mask seeds.
-            # quick and addmul train the base model with TrainSpec's class defaults (lr 3e-4,
-            # weight decay 3e-3, an evaluation every 500 steps): an override of train.steps
-            # used to drop the spec's own train defaults, and these are the settings that were
-            # measured (README)
+            # quick: one base seed and its random-init control, one penalty, 2 mask seeds. quick and
+            # addmul train with TrainSpec's class defaults, the settings measured (README) while an
+            # override of train.steps dropped the spec's own train defaults
             "quick": {
                 "model.init": ["trained", "random"],
                 "train.steps": 2000,
@@ -360,5 +345,16 @@ EXPERIMENT = register(
         },
         columns=("task.name", "model.init", "seed"),
         metrics=("sub_1", "abl_1", "random_abl_1", "sub_2", "abl_2", "random_abl_2", "base_accuracy"),
+        tiny={
+            "task.symbols": 6,
+            "model.width": 16,
+            "model.depth": 2,
+            "train.steps": 20,
+            "train.eval_every": 10,
+            "mask.steps": 10,
+            "mask.seeds": 1,
+            "mask.penalties": [1e-4],
+            "eval_items": 100,
+        },
     )
 )

@@ -211,3 +211,55 @@ class LSTMSeq2Seq(Seq2Seq):
         outputs, padding, recurrent = state
         hidden, recurrent = self.decoder(self.target_embed(tokens[:, -1:]), recurrent)
         return self._attend(hidden, outputs, padding)[:, -1], (outputs, padding, recurrent)
+
+
+# ----------------------------------------------------------------------------- training and scoring
+# on padded id tensors: what the SCAN experiment and the benchmarks share
+
+
+def trim(source: torch.Tensor, target: torch.Tensor, pad: int = 0):
+    """Drops the columns that are padding in every row of this batch."""
+    source_len = int((source != pad).sum(1).max())
+    target_len = int((target != pad).sum(1).max())
+    return source[:, :source_len], target[:, :target_len]
+
+
+def by_target_length(source: torch.Tensor, target: torch.Tensor, groups: int, pad: int = 0) -> list[tuple]:
+    """The batch's rows sorted by output length and cut into `groups` groups, each padded only
+    to its own longest row: the loss is that of the whole batch, with less padding computed."""
+    order = (target != pad).sum(1).argsort()
+    return [trim(source[rows], target[rows], pad) for rows in order.tensor_split(groups)]
+
+
+def sequence_loss(model: Seq2Seq, batch) -> torch.Tensor:
+    """Teacher forcing: mean cross-entropy of each next target token, padding ignored.
+    `batch` is (source, target) or a list of such groups, whose tokens are pooled."""
+    groups = batch if isinstance(batch, list) else [batch]
+    total, tokens = 0.0, 0
+    for source, target in groups:
+        logits = model(source, target[:, :-1])  # (b, t, v)
+        total = total + nn.functional.cross_entropy(
+            logits.transpose(1, 2), target[:, 1:], ignore_index=model.pad, reduction="sum"
+        )
+        tokens = tokens + (target[:, 1:] != model.pad).sum()
+    return total / tokens
+
+
+def greedy_score(model: Seq2Seq, source: torch.Tensor, target: torch.Tensor, batch: int = 1024) -> dict:
+    """Greedy decoding against the targets: per-command exact match (bool) and tokens right.
+
+    A prediction is exact when every target token and the <eos> after them are right;
+    token accuracy counts, position by position, the target tokens (and <eos>) matched."""
+    pad = model.pad
+    exact, right, total = [], 0, 0
+    for start in range(0, len(source), batch):
+        s, t = trim(source[start : start + batch], target[start : start + batch], pad)
+        want = t[:, 1:]  # actions and <eos>, then padding
+        got = model.greedy(s, max_len=want.shape[1])[:, 1:]
+        got = nn.functional.pad(got, (0, want.shape[1] - got.shape[1]), value=pad)
+        counted = want != pad
+        hits = (got == want) & counted
+        exact.append((hits | ~counted).all(1))
+        right += int(hits.sum())
+        total += int(counted.sum())
+    return {"exact": torch.cat(exact), "token_accuracy": right / total}

@@ -318,6 +318,34 @@ def swap_accuracy(
     )
 
 
+def evaluation_sets(task: BindingTask, items: int, generator: torch.Generator) -> tuple[dict, dict]:
+    """Fixed evaluation draws: {split: (sets, queries)} for seen and (when the task holds pairs
+    out) held-out sets, and {split: SwapPairs} of seen sets and of held-out sets."""
+    seen = task.sample(items, generator)
+    draws = {"seen": (seen, task.query(seen, generator))}
+    swaps = {"seen": task.swap(seen, generator)}
+    if task.held_out:
+        held = task.sample(items, generator, "test")
+        draws["held_out"] = (held, task.query(held, generator))
+        swaps["held_out"] = task.swap(held, generator, seen=False)
+    return draws, swaps
+
+
+def score_queries(scores_of, draws: dict, swaps: dict) -> dict[str, float]:
+    """Query accuracy and swap accuracy per split of `evaluation_sets`; `scores_of(sets, queries)`
+    gives the answer scores (b, answers) of whatever reads the sets."""
+    metrics = {}
+    for split, (sets, queries) in draws.items():
+        right = scores_of(sets, queries).argmax(1) == queries.answer
+        metrics[f"accuracy_{split}"] = right.float().mean().item()
+    for split, pairs in swaps.items():
+        first = scores_of(pairs.first, pairs.first_queries)
+        second = scores_of(pairs.second, pairs.second_queries)
+        right = swap_accuracy(first, second, pairs.first_queries.answer, pairs.second_queries.answer)
+        metrics[f"swap_{split}"] = right.mean().item()
+    return metrics
+
+
 # ----------------------------------------------------------------------------- images
 
 

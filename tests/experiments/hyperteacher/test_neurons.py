@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from bindbench.core.config import SpecError, build_spec
-from bindbench.core.executor import RunContext
 from bindbench.core.plan import make_plan
-from bindbench.experiments.neurons import NeuronsSpec, power_law, run, search, width_plot
+from bindbench.core.worker import RunContext
+from bindbench.experiments.hyperteacher.neurons import NeuronsSpec, power_law, run, search, width_plot
 
 
 @pytest.mark.parametrize("needed", [1, 8, 9, 20, 37, 64])

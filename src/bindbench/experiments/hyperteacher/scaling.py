@@ -3,9 +3,9 @@
 Redhardt, Akram & Schug (2025): plain MLPs generalize to held-out module combinations once
 width and task-space coverage suffice, the controls (a module never trained, or two
 disconnected groups of modules) fail at any width, and when networks generalize the task's
-constituents z are linearly decodable from their hidden activations. Each run is a
-composition run plus ridge probes (lambda = 1) of z from every layer; per-task values
-support the correlation within a run as well as across runs.
+constituents z are linearly decodable from their hidden activations. Each run trains a
+student as composition does (the family's recipe) and adds ridge probes (lambda = 1) of z
+from every layer; per-task values support the correlation within a run as well as across runs.
 """
 
 from __future__ import annotations
@@ -23,8 +23,17 @@ from bindbench.core.metrics import r2_score
 from bindbench.core.probes import capture, features, r2_per_target, ridge_fit
 from bindbench.core.registry import Experiment, RunResult, register
 from bindbench.core.report import Plot
-from bindbench.experiments import composition
-from bindbench.experiments.composition import CompositionSpec, student_inputs
+from bindbench.experiments.hyperteacher.setup import (
+    TINY,
+    CompositionSpec,
+    Setup,
+    check,
+    fit,
+    group_key,
+    result,
+    step_flops,
+    student_inputs,
+)
 
 
 class ScalingSpec(CompositionSpec):
@@ -34,7 +43,7 @@ class ScalingSpec(CompositionSpec):
     probe_alpha: float = Field(1.0, gt=0, description="ridge penalty of the decodability probe")
 
 
-def decodability(setup: composition.Setup, model: torch.nn.Module) -> tuple[dict, dict]:
+def decodability(setup: Setup, model: torch.nn.Module) -> tuple[dict, dict]:
     """Ridge probes of z from the encoding and from every Linear layer's pre-activations.
 
     Returns (metrics, extra): per-layer R^2 on held-out ID tasks and on OOD tasks, the
@@ -75,21 +84,21 @@ def decodability(setup: composition.Setup, model: torch.nn.Module) -> tuple[dict
 def _probed(fitted) -> list[RunResult]:
     results = []
     for setup, model, trained in fitted:
-        result = composition._result(trained, composition._parameters(model))
+        probed = result(trained, model)
         if not trained.diverged:
             metrics, extra = decodability(setup, model)
-            result.metrics.update(metrics)
-            result.extra.update(extra)
-        results.append(result)
+            probed.metrics.update(metrics)
+            probed.extra.update(extra)
+        results.append(probed)
     return results
 
 
 def run(spec: ScalingSpec, ctx) -> RunResult:
-    return _probed(composition.fit([spec], ctx))[0]
+    return _probed(fit([spec], ctx))[0]
 
 
 def run_group(specs: list[ScalingSpec], ctx) -> list[RunResult]:
-    return _probed(composition.fit(specs, ctx))
+    return _probed(fit(specs, ctx))
 
 
 # --------------------------------------------------------------------------- report plots
@@ -216,9 +225,9 @@ EXPERIMENT = register(
         spec=ScalingSpec,
         run=run,
         run_group=run_group,
-        group_key=composition.group_key,
-        step_flops=composition.step_flops,
-        check=composition.check,
+        group_key=group_key,
+        step_flops=step_flops,
+        check=check,
         plots=plots,
         profiles={
             # About 2 minutes on 2 CPU cores: 3 widths x 2 coverages, and the two controls.
@@ -259,5 +268,6 @@ EXPERIMENT = register(
         },
         columns=("model.width", "model.depth", "task.frac_ood", "task.support", "seed"),
         metrics=("ood_r2", "decodability_r2", "id_r2", "task_spearman", "train_loss"),
+        tiny={**TINY, "probe_tasks": 64},
     )
 )

@@ -4,9 +4,15 @@ import pytest
 import torch
 from scipy import stats
 
-from bindbench.core.executor import RunContext
 from bindbench.core.plan import make_plan
-from bindbench.experiments.scaling import controls_plot, correlation_plot, heatmap_plot, run, run_group
+from bindbench.core.worker import RunContext
+from bindbench.experiments.hyperteacher.scaling import (
+    controls_plot,
+    correlation_plot,
+    heatmap_plot,
+    run,
+    run_group,
+)
 
 
 @pytest.fixture

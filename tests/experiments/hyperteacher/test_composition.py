@@ -1,8 +1,9 @@
 import torch
 
-from bindbench.core.executor import RunContext
 from bindbench.core.plan import make_plan
-from bindbench.experiments.composition import CompositionSpec, run, student_inputs
+from bindbench.core.worker import RunContext
+from bindbench.experiments.hyperteacher.composition import run
+from bindbench.experiments.hyperteacher.setup import CompositionSpec, student_inputs
 
 
 def test_student_inputs_broadcast_the_encoding_to_every_sample():

@@ -6,19 +6,15 @@ import torch
 
 from bindbench.cli import main
 from bindbench.core.config import SpecError
-from bindbench.core.executor import RunContext
 from bindbench.core.plan import make_plan
-from bindbench.experiments.segregation import (
+from bindbench.core.worker import RunContext
+from bindbench.experiments.objects.segregation import picture_plots, pictures, plots, run, scores_plot
+from bindbench.experiments.objects.setup import (
     evaluation_set,
     make_model,
     make_scenes,
-    picture_plots,
-    pictures,
-    plots,
     reconstruction_loss,
-    run,
     score,
-    scores_plot,
 )
 from bindbench.models.slot_attention import AutoencoderOutput
 from bindbench.tasks.scenes import load_scenes
@@ -82,7 +78,7 @@ def test_a_run_reports_every_metric_at_each_evaluation_and_is_deterministic(kind
 def test_a_loss_on_a_pixel_subset_is_the_same_pixels_of_the_full_loss():
     spec = tiny_spec("train.pixels=40")
     torch.manual_seed(0)
-    model = make_model(spec)
+    model = make_model(spec.model, spec.data.resolution)
     images = evaluation_set(spec).images[:3]
     noise, pixels = torch.randn(3, 4, 16), torch.randperm(256)[:40]
     errors = (model(images, noise=noise).reconstruction - images).pow(2).flatten(2)  # (s, c, h * w)
@@ -223,7 +219,7 @@ def test_data_scenes_writes_pngs_and_labels_and_rejects_bad_values(tmp_path, cap
 
 def test_decoder_depth_and_distinct_colours_reach_the_model_and_the_scenes():
     def depth(spec) -> int:
-        decoder = make_model(spec).decoder
+        decoder = make_model(spec.model, spec.data.resolution).decoder
         return sum(isinstance(m, torch.nn.Linear) for m in [decoder.first, *decoder.rest]) - 1
 
     assert depth(tiny_spec()) == 5 and depth(tiny_spec("model.decoder_layers=3")) == 3

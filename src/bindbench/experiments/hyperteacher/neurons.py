@@ -21,8 +21,8 @@ from bindbench.core.config import Spec
 from bindbench.core.registry import Experiment, RunResult, register
 from bindbench.core.report import Plot
 from bindbench.core.training import TrainSpec
-from bindbench.experiments import composition
-from bindbench.experiments.composition import CompositionSpec, HyperTeacherSpec, MLPSpec
+from bindbench.experiments.hyperteacher import setup
+from bindbench.experiments.hyperteacher.setup import CompositionSpec, HyperTeacherSpec, MLPSpec
 
 
 class NeuronsSpec(Spec):
@@ -51,7 +51,7 @@ def _ood_r2(spec: NeuronsSpec, width: int, ctx) -> dict:
         train=spec.train,
         eval_tasks=spec.eval_tasks,
     )
-    ((_, _, trained),) = composition.fit([run_spec], ctx)
+    ((_, _, trained),) = setup.fit([run_spec], ctx)
     return {"width": width, "diverged": trained.diverged, **trained.final}
 
 
@@ -151,7 +151,7 @@ def plots(runs: list[dict]) -> list[Plot]:
 
 
 def check(spec: NeuronsSpec) -> None:
-    composition.check(CompositionSpec(seed=spec.seed, task=spec.task))
+    setup.check(CompositionSpec(seed=spec.seed, task=spec.task))
 
 
 EXPERIMENT = register(
@@ -195,5 +195,18 @@ EXPERIMENT = register(
         },
         columns=("task.num_modules", "task.num_hot", "task.frac_ood", "threshold", "seed"),
         metrics=("min_width", "reached", "best_ood_r2", "widths_tried"),
+        tiny={
+            "task.num_modules": 6,
+            "task.num_hot": 2,
+            "task.frac_ood": 0.3,
+            "train.steps": 20,
+            "train.batch_size": 8,
+            "train.eval_every": 20,
+            "eval_tasks": 16,
+            "threshold": 0.9,
+            "start_width": 4,
+            "max_width": 8,
+            "refinements": 0,
+        },
     )
 )

@@ -1,9 +1,9 @@
-"""Composition on the hyperteacher: does a plain MLP generalize to held-out module combinations?
+"""The hyperteacher family's recipe: one student MLP trained on teacher-module combinations.
 
-Redhardt, Akram & Schug (2025): with enough width and task-space coverage, an MLP trained
-on combinations of teacher modules reaches high R^2 on combinations it never saw.
-One run trains one MLP on the training support and tracks in-distribution (fresh tasks
-from training combinations) and OOD (held-out combinations) R^2.
+Redhardt, Akram & Schug (2025). The claims of this family (composition, scaling, neurons)
+train students the same way: a teacher and its split from the seed, an MLP, fresh tasks at
+every step, and in-distribution (fresh tasks from training combinations) and OOD (held-out
+combinations) R^2 on fixed sets. Runs of one `group_key` train as one vectorized ensemble.
 """
 
 from __future__ import annotations
@@ -18,10 +18,23 @@ from pydantic import Field, field_validator
 from bindbench.core.config import Spec
 from bindbench.core.ensemble import Ensemble
 from bindbench.core.metrics import r2_score
-from bindbench.core.registry import Experiment, RunResult, register
+from bindbench.core.registry import RunResult
 from bindbench.core.training import TrainResult, TrainSpec, train, train_ensemble
 from bindbench.models import MLP
 from bindbench.tasks.hyperteacher import ENCODINGS, SUPPORTS, TASK_DISTRIBUTIONS, HyperTeacher
+
+# a student of about a second on one core: what the checks every experiment passes run
+TINY = {
+    "model.width": 8,
+    "model.depth": 1,
+    "task.num_modules": 6,
+    "task.num_hot": 2,
+    "task.frac_ood": 0.3,
+    "train.steps": 20,
+    "train.batch_size": 8,
+    "train.eval_every": 10,
+    "eval_tasks": 16,
+}
 
 
 class HyperTeacherSpec(Spec):
@@ -61,6 +74,9 @@ class MLPSpec(Spec):
 
 
 class CompositionSpec(Spec):
+    """One student on the hyperteacher: composition's spec, the base of scaling's, and what
+    neurons trains at each width it tries."""
+
     seed: int = Field(0, ge=0, description="teacher, split, initialization and data")
     task: HyperTeacherSpec = HyperTeacherSpec()
     model: MLPSpec = MLPSpec()
@@ -112,10 +128,11 @@ class Setup:
         return student_inputs(batch.encoding, batch.x), batch.y
 
 
-def _result(trained: TrainResult, parameters: int) -> RunResult:
+def result(trained: TrainResult, model: torch.nn.Module) -> RunResult:
+    """A trained student's RunResult: its final evaluation, speed and parameter count."""
     metrics = dict(trained.final)
     metrics["steps_per_second"] = trained.steps / max(trained.seconds, 1e-9)
-    metrics["parameters"] = parameters
+    metrics["parameters"] = sum(p.numel() for p in model.parameters())
     return RunResult(metrics=metrics, curve=trained.curve, diverged=trained.diverged)
 
 
@@ -164,15 +181,6 @@ def fit(specs: list[CompositionSpec], ctx) -> list[tuple[Setup, torch.nn.Module,
     return [(setup, ensemble.member(e), t) for e, (setup, t) in enumerate(zip(setups, trained))]
 
 
-def _parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def run(spec: CompositionSpec, ctx) -> RunResult:
-    ((_, model, trained),) = fit([spec], ctx)
-    return _result(trained, _parameters(model))
-
-
 def step_flops(spec: CompositionSpec) -> float:
     """Forward + backward matmul FLOPs of one training step: 6 x rows x weights."""
     task, model = spec.task, spec.model
@@ -180,11 +188,6 @@ def step_flops(spec: CompositionSpec) -> float:
     dims = [encoding + task.input_dim] + [model.width] * model.depth + [task.output_dim]
     weights = sum(a * b for a, b in zip(dims[:-1], dims[1:]))
     return 6.0 * spec.train.batch_size * task.num_samples * weights
-
-
-def run_group(specs: list[CompositionSpec], ctx) -> list[RunResult]:
-    """Trains runs of one `group_key` as one vectorized ensemble; results as if run alone."""
-    return [_result(trained, _parameters(model)) for _, model, trained in fit(specs, ctx)]
 
 
 def group_key(spec: CompositionSpec) -> str:
@@ -197,48 +200,3 @@ def group_key(spec: CompositionSpec) -> str:
         free["task"].pop(key)
     free["task"]["encoding"] = "fewshot" if spec.task.encoding == "fewshot" else "vector"
     return json.dumps(free, sort_keys=True)
-
-
-EXPERIMENT = register(
-    Experiment(
-        name="composition",
-        title="Composition: MLPs on held-out hyperteacher module combinations",
-        spec=CompositionSpec,
-        run=run,
-        check=check,
-        run_group=run_group,
-        group_key=group_key,
-        step_flops=step_flops,
-        profiles={
-            # Width at low coverage (5% of the 696 combinations): OOD R^2 should rise with
-            # width. About 1.5 minutes on 2 CPU cores.
-            "quick": {
-                "model.width": [32, 64, 128, 256, 512],
-                "model.depth": 2,
-                "task.frac_ood": 0.95,
-                "train.steps": 2000,
-                "train.eval_every": 250,
-            },
-            # Width x coverage x 3 seeds, 45 runs: about 45 minutes on 2 CPU cores (--workers 2).
-            "full": {
-                "model.width": [32, 64, 128, 256, 512],
-                "model.depth": 2,
-                "task.frac_ood": [0.75, 0.9, 0.95],
-                "train.steps": 5000,
-                "train.eval_every": 500,
-                "seed": [0, 1, 2],
-            },
-            # The reference's model sweep (M=16, K=3, frac_ood 0.25, 100k steps): for GPUs.
-            "paper": {
-                "model.width": [128, 256, 512, 1024, 2048],
-                "model.depth": [2, 4],
-                "task.frac_ood": 0.25,
-                "train.steps": 100000,
-                "train.eval_every": 10000,
-                "seed": [1, 2, 3],
-            },
-        },
-        columns=("model.width", "model.depth", "task.frac_ood", "task.support", "seed"),
-        metrics=("ood_r2", "id_r2", "train_loss"),
-    )
-)

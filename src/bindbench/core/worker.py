@@ -1,0 +1,96 @@
+"""What a worker does with one unit of work, wherever it runs (this process, a pool, Ray).
+
+Both executors import this module and nothing of each other: `run_unit` turns specs into
+plain outcomes, `RunContext` is what a run gets besides its spec, and `WorkerDied` is how
+an executor says that a worker vanished.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+
+import numpy as np
+import torch
+
+from bindbench.core.device import describe_device, resolve_device
+from bindbench.core.registry import Experiment
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a run gets from its executor besides its spec.
+
+    `on_eval(step, point)` is called at every evaluation when the run is watched from this
+    process (progress); experiments pass it on to `train`.
+    """
+
+    device: torch.device
+    on_eval: Callable[[int, dict], None] | None = None
+
+
+class WorkerDied(RuntimeError):
+    """A worker process vanished; the runs it held are left unfinished in the store."""
+
+    def __init__(self, run_ids: list[str]):
+        super().__init__(
+            f"a worker died (killed, or out of memory) during run {', '.join(run_ids)}; "
+            "its runs are left unfinished: rerun the command to finish them"
+        )
+
+
+def versions() -> dict[str, str]:
+    """The versions a run is stored with (bindbench from the installed package's metadata)."""
+    try:
+        bindbench = version("bindbench")
+    except PackageNotFoundError:  # imported from a source tree that was never installed
+        bindbench = "unknown"
+    return {
+        "bindbench": bindbench,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def run_unit(
+    experiment: Experiment,
+    specs: list[dict],
+    device: str,
+    threads: int,
+    on_eval: Callable[[int, dict], None] | None = None,
+) -> list[dict]:
+    """Runs one spec, or several as one ensemble; returns one outcome (plain data) per spec.
+
+    Never raises: a run that fails is an outcome with status `failed` and its traceback.
+    """
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    described = device
+    try:
+        torch_device = resolve_device(device)
+        described = describe_device(torch_device)
+        ctx = RunContext(torch_device, on_eval)
+        resolved = [experiment.spec.model_validate(spec) for spec in specs]
+        if len(resolved) == 1:
+            results = [experiment.run(resolved[0], ctx)]
+        else:
+            results = experiment.run_group(resolved, ctx)
+        outcomes = [
+            {
+                "status": "diverged" if result.diverged else "done",
+                "metrics": result.metrics,
+                "curve": result.curve,
+                "extra": {**result.extra, "ensemble_size": len(specs)} if len(specs) > 1 else result.extra,
+            }
+            for result in results
+        ]
+    except Exception as err:  # a failing run must not stop the sweep
+        error = f"{type(err).__name__}: {err}\n{traceback.format_exc()}"
+        outcomes = [{"status": "failed", "error": error} for _ in specs]
+    seconds = time.perf_counter() - start
+    return [{**outcome, "seconds": seconds, "device": described} for outcome in outcomes]

@@ -1,0 +1,235 @@
+"""Binding codes: does a code keep which attribute belongs to which object?
+
+Greff et al. (2020): a distributed code that superposes objects loses the binding (the
+superposition catastrophe); one object per slot, or a tensor product with orthonormal
+roles, keeps it. Research note object-centric.md section 4. A run holds sets of
+(colour, shape) objects in one code (bag of features, slots, tensor product with
+orthonormal or random roles), read by a trained readout (linear per query, or an MLP) or,
+for tensor products, by unbinding with the roles (no training). Scored on binding queries
+about seen and held-out colour-shape pairs, and on swap pairs.
+
+The swap test is two-alternative: for a pair of sets that differ only in the binding, does
+the true answer outscore the swapped one? A code that gives both sets the same input is at
+0.5 exactly, whatever the readout.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Literal
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from pydantic import Field
+
+from bindbench.core.config import Spec
+from bindbench.core.registry import Experiment, RunResult, register
+from bindbench.core.report import Plot
+from bindbench.core.training import TrainSpec, train
+from bindbench.experiments.objects.setup import (
+    BINDING_METRICS,
+    BINDING_TRAIN,
+    SetSpec,
+    binding_plot,
+    check_sets,
+    make_task,
+)
+from bindbench.models.readouts import QueryLinear, QueryMLP
+from bindbench.tasks.binding import evaluation_sets, orthonormal_roles, random_roles, score_queries
+
+EVAL_SEED = 0  # evaluation sets, the same for every run; a run's own generators use seed + 1..
+
+
+class CodeSpec(Spec):
+    kind: Literal["bag", "slot", "tpr_orthonormal", "tpr_random"] = Field(
+        "bag", description="bag of features, one object per slot, or a tensor product role(shape) x colour"
+    )
+    role_dim: int = Field(8, ge=1, description="d, the roles' dimension (tensor products)")
+    readout: Literal["linear", "mlp", "unbind"] = Field(
+        "mlp", description="a linear map per query, an MLP on code and query, or unbinding (tensor products)"
+    )
+    width: int = Field(256, ge=1, description="hidden units of the MLP readout")
+    depth: int = Field(2, ge=1, description="hidden layers of the MLP readout")
+
+
+class BindingCodesSpec(Spec):
+    seed: int = Field(0, ge=0, description="initialization, training data and roles")
+    sets: SetSpec = SetSpec()
+    code: CodeSpec = CodeSpec()
+    train: TrainSpec = BINDING_TRAIN
+    eval_items: int = Field(2000, ge=10, description="evaluation sets per score")
+
+
+def check(spec: BindingCodesSpec) -> None:
+    """Rejects specs whose sets or codes cannot be made, before any run."""
+    check_sets(spec.sets)
+    code = spec.code
+    if code.readout == "unbind" and not code.kind.startswith("tpr"):
+        raise ValueError(f"code.readout='unbind' needs a tensor-product code, not code.kind={code.kind!r}")
+    if code.kind == "tpr_orthonormal" and code.role_dim < spec.sets.shapes:
+        raise ValueError(
+            f"code.role_dim={code.role_dim} must be >= sets.shapes={spec.sets.shapes} for orthonormal roles"
+        )
+
+
+def run(spec: BindingCodesSpec, ctx) -> RunResult:
+    task, code = make_task(spec.sets), spec.code
+    torch.manual_seed(spec.seed)
+    data = torch.Generator().manual_seed(spec.seed + 1)
+    roles = fillers = None  # tensor products: orthonormal roles and one-hot fillers, or both random
+    if code.kind.startswith("tpr"):
+        draw = torch.Generator().manual_seed(spec.seed + 2)
+        if code.kind == "tpr_orthonormal":
+            roles = orthonormal_roles(spec.sets.shapes, code.role_dim, draw)
+        else:
+            roles = random_roles(spec.sets.shapes, code.role_dim, draw)
+            fillers = random_roles(spec.sets.colours, code.role_dim, draw)
+
+    def encode(sets, generator):
+        if code.kind == "bag":
+            return task.bag_of_features(sets)
+        if code.kind == "slot":
+            return task.slot_code(sets, generator)
+        return task.tensor_product(sets, roles, fillers)
+
+    generator = torch.Generator().manual_seed(EVAL_SEED)
+    draws, swaps = evaluation_sets(task, spec.eval_items, generator)
+    codes = {}  # each evaluation set's code, drawn once (the slot code's order is random)
+
+    def code_of(sets):
+        if id(sets) not in codes:
+            codes[id(sets)] = encode(sets, generator)
+        return codes[id(sets)]
+
+    code_dim = code_of(draws["seen"][0]).shape[1]
+    if code.readout == "unbind":
+        metrics = score_queries(lambda s, q: task.unbind(code_of(s), q, roles, fillers), draws, swaps)
+        return RunResult(metrics={**metrics, "code_dim": float(code_dim)})
+
+    if code.readout == "linear":
+        model = QueryLinear(code_dim, task.query_dim, task.num_answers)
+    else:
+        model = QueryMLP(code_dim, task.query_dim, task.num_answers, code.width, code.depth)
+
+    def sample_batch(step):
+        sets = task.sample(spec.train.batch_size, data)
+        queries = task.query(sets, data)
+        return encode(sets, data), task.query_vector(queries), queries.answer
+
+    trained = train(
+        model,
+        spec.train,
+        sample_batch,
+        lambda m, batch: torch.nn.functional.cross_entropy(m(batch[0], batch[1]), batch[2]),
+        lambda m: score_queries(lambda s, q: m(code_of(s), task.query_vector(q)), draws, swaps),
+        ctx.on_eval,
+    )
+    if trained.diverged:
+        return RunResult(metrics={}, curve=trained.curve, diverged=True)
+    metrics = {**trained.final, "code_dim": float(code_dim), "seconds_training": trained.seconds}
+    return RunResult(metrics=metrics, curve=trained.curve)
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def _label(spec: dict) -> str:
+    code = spec["code"]
+    name = code["kind"] + (f" d={code['role_dim']}" if code["kind"].startswith("tpr") else "")
+    return f"{name}, {code['readout']}"
+
+
+def _sweep(spec: dict) -> bool:
+    """The cross-talk sweep's runs (random roles read by unbinding, sets of one fixed size),
+    apart from the main table."""
+    code, sets = spec["code"], spec["sets"]
+    fixed = sets["min_objects"] == sets["max_objects"]
+    return code["kind"] == "tpr_random" and code["readout"] == "unbind" and fixed
+
+
+def crosstalk_plot(runs: list[dict]) -> Plot | None:
+    """Random-role tensor products read by unbinding: query accuracy against the number of
+    objects, a line per role dimension."""
+    done = [r for r in runs if r["status"] == "done" and _sweep(r["spec"])]
+    if not done:
+        return None
+    curves = defaultdict(lambda: defaultdict(list))
+    for r in done:
+        curves[r["spec"]["code"]["role_dim"]][r["spec"]["sets"]["max_objects"]].append(
+            r["metrics"]["accuracy_seen"]
+        )
+    fig = Figure(figsize=(4.8, 3.4), layout="constrained")
+    ax = fig.subplots()
+    data = {}
+    for i, (dim, points) in enumerate(sorted(curves.items())):
+        objects = sorted(points)
+        ax.plot(objects, [np.mean(points[n]) for n in objects], marker="o", color=f"C{i}", label=f"d = {dim}")
+        data[f"d={dim}"] = {n: points[n] for n in objects}
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("objects in the set")
+    ax.set_ylabel("query accuracy (unbinding)")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=7)
+    rows = [
+        [f"d = {dim}", *(f"{n}: {np.mean(p[n]):.3f}" for n in sorted(p))] for dim, p in sorted(curves.items())
+    ]
+    table = {"columns": ["roles", "objects: accuracy"] + [""] * (max(len(r) for r in rows) - 2), "rows": rows}
+    return Plot("Cross-talk of random roles: accuracy against objects and dimension", fig, data, table)
+
+
+def plots(runs: list[dict]) -> list[Plot]:
+    groups = defaultdict(list)
+    for r in runs:
+        if r["status"] == "done" and not _sweep(r["spec"]):
+            groups[_label(r["spec"])].append(r)
+    title = "Binding queries and swap tests on codes (swap floor 0.5 drawn)"
+    made = [binding_plot(dict(groups), "code, readout", title), crosstalk_plot(runs)]
+    return [p for p in made if p is not None]
+
+
+CODES = [  # the main table: every code with the readouts it can have
+    {"code.kind": ["bag", "slot", "tpr_orthonormal", "tpr_random"], "code.readout": ["linear", "mlp"]},
+    {"code.kind": ["tpr_orthonormal", "tpr_random"], "code.readout": "unbind"},
+]
+
+
+def crosstalk(objects: tuple[int, ...], dims: tuple[int, ...]) -> list[dict]:
+    """Random roles read by unbinding, sets of exactly n of 64 colours and 64 shapes."""
+    return [
+        {
+            "code.kind": "tpr_random",
+            "code.readout": "unbind",
+            "code.role_dim": list(dims),
+            "sets.colours": 64,
+            "sets.shapes": 64,
+            "sets.held_out": 0.0,
+            "sets.min_objects": n,
+            "sets.max_objects": n,
+        }
+        for n in objects
+    ]
+
+
+QUICK = {"train.steps": 1000, "train.eval_every": 1000, "eval_items": 500}
+
+EXPERIMENT = register(
+    Experiment(
+        name="binding_codes",
+        title="Binding codes: which codes keep the binding of attributes to objects",
+        spec=BindingCodesSpec,
+        run=run,
+        check=check,
+        plots=plots,
+        profiles={
+            "quick": [{**block, **QUICK} for block in CODES + crosstalk((2, 8, 32), (4, 16, 64))],
+            "full": [
+                {**block, "seed": [0, 1, 2]}
+                for block in CODES + crosstalk((2, 4, 8, 16, 32), (4, 8, 16, 32, 64))
+            ],
+        },
+        columns=("code.kind", "code.readout", "code.role_dim", "seed"),
+        metrics=(*BINDING_METRICS, "code_dim"),
+        tiny={"train.steps": 20, "train.batch_size": 16, "train.eval_every": 10, "eval_items": 100},
+    )
+)

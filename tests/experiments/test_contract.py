@@ -1,0 +1,99 @@
+"""The checks every registered experiment passes, in the spirit of scikit-learn's common
+estimator checks: an experiment gets them by being registered (with its `tiny` overrides)."""
+
+import pytest
+
+from bindbench.cli import main
+from bindbench.core.config import build_spec, run_id
+from bindbench.core.executor import execute
+from bindbench.core.plan import Job
+from bindbench.core.registry import EXPERIMENTS
+from bindbench.core.report import build_report
+from bindbench.core.store import Store
+
+NAMES = sorted(EXPERIMENTS)
+
+
+def tiny_job(name: str) -> Job:
+    experiment = EXPERIMENTS[name]
+    spec = build_spec(experiment.spec, {}, experiment.tiny)
+    if experiment.check is not None:
+        experiment.check(spec)
+    return Job(experiment, spec, run_id(name, spec), 0)
+
+
+def timeless(run: dict) -> dict:
+    """What a run computed, without what the clock measured."""
+    metrics = {k: v for k, v in run["metrics"].items() if "second" not in k}
+    curve = [{k: v for k, v in point.items() if k != "seconds"} for point in run["curve"]]
+    return {"metrics": metrics, "curve": curve, "extra": run["extra"]}
+
+
+def stored_run(store: Store, job: Job) -> dict:
+    (run,) = store.runs()
+    return {**run, "curve": store.curve(job.run_id)}
+
+
+@pytest.fixture(scope="module", params=NAMES)
+def ran(request, tmp_path_factory):
+    """An experiment's tiny run, executed twice in two stores: (job, first folder, both runs)."""
+    job = tiny_job(request.param)
+    runs, folders = [], []
+    for attempt in ("first", "second"):
+        folder = tmp_path_factory.mktemp(f"{request.param}-{attempt}")
+        with Store(folder) as store:
+            assert execute([job], store) == [job]
+            runs.append(stored_run(store, job))
+        folders.append(folder)
+    return job, folders[0], runs
+
+
+def test_there_is_an_experiment_for_every_claim_family():
+    assert {"composition", "scaling", "neurons", "scan", "segregation", "structure"} <= set(NAMES)
+    assert {"binding_codes", "binding_images", "slot_probe"} <= set(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_experiment_has_a_tiny_spec_and_profiles(name):
+    experiment = EXPERIMENTS[name]
+    assert experiment.tiny, f"{name} has no tiny overrides for these checks"
+    assert "quick" in experiment.profiles and experiment.metrics
+
+
+def test_the_tiny_run_finishes_with_its_headline_metric(ran):
+    job, _, (run, _) = ran
+    assert run["status"] == "done", run.get("error")
+    assert job.experiment.metrics[0] in run["metrics"]
+
+
+def test_the_same_spec_and_seed_give_the_same_numbers(ran):
+    _, _, (first, second) = ran
+    assert timeless(first) == timeless(second)
+
+
+def test_a_rerun_resumes_from_the_store_and_runs_nothing(ran):
+    job, folder, (first, _) = ran
+    with Store(folder) as store:
+        assert execute([job], store) == []
+        assert timeless(stored_run(store, job)) == timeless(first)
+
+
+def test_the_report_builds_from_the_stored_resolved_spec(ran):
+    job, folder, _ = ran
+    html, json_path = build_report(folder)
+    assert job.experiment.title in html.read_text() and json_path.exists()
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(
+    "override, words",
+    [("no_such_key=1", ["unknown key 'no_such_key'", "allowed are"]), ("seed=abc", ["seed", "abc"])],
+)
+def test_bad_keys_and_types_exit_2_with_one_line_and_write_nothing(name, override, words, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["run", name, "--out", str(out), "--quiet", "--set", override])
+    error = capsys.readouterr().err
+    assert code == 2
+    assert len(error.strip().splitlines()) == 1, error
+    assert all(word in error for word in words), error
+    assert not out.exists()
