@@ -21,6 +21,7 @@ from pydantic import Field, model_validator
 from bindbench.core.config import Spec
 from bindbench.core.registry import Experiment, RunResult, register
 from bindbench.core.report import Plot, bars
+from bindbench.core.seeds import generator, seed_init
 from bindbench.core.training import TrainSpec, train
 from bindbench.models import LSTMSeq2Seq, TransformerSeq2Seq
 from bindbench.models.seq2seq import by_target_length, greedy_score, sequence_loss
@@ -133,10 +134,10 @@ def run(spec: ScanSpec, ctx) -> RunResult:
     device = ctx.device
     train_source, train_target = (t.to(device) for t in scan.encode(split.train))
     test_source, test_target = (t.to(device) for t in scan.encode(split.test))
-    torch.manual_seed(spec.seed)
+    seed_init(spec.seed)
     model = make_model(spec.model).to(device)
-    data = torch.Generator(device=device).manual_seed(2 * spec.seed + 1)
-    held = torch.Generator().manual_seed(2 * spec.seed + 2)
+    data = generator(spec.seed, "data", device=device)
+    held = generator(spec.seed, "eval")
     subsets = {
         name: torch.randperm(len(rows), generator=held)[: spec.eval_subset].to(device)
         for name, rows in (("train", split.train), ("test", split.test))

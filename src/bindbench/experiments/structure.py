@@ -36,12 +36,10 @@ from bindbench.core.masks import (
 )
 from bindbench.core.registry import Experiment, RunResult, register
 from bindbench.core.report import Plot, bars, spread
+from bindbench.core.seeds import generator, seed_init, stream_seed
 from bindbench.core.training import TrainSpec, train
 from bindbench.models.mlp import MLP
 from bindbench.tasks.subroutines import AddMulTask, AndTask
-
-EVAL_SEED = 0  # the evaluation items are the same for every run
-MASK_SEED_BASE = 1000  # mask seeds: 1000 + i, apart from the base model's seeds
 
 
 class StructureTaskSpec(Spec):
@@ -112,7 +110,7 @@ def check(spec: StructureSpec) -> None:
 
 
 def accuracy(model, task, kind: str, split: str, items: int) -> float:
-    x, y = task.sample(kind, items, torch.Generator().manual_seed(EVAL_SEED), split)
+    x, y = task.sample(kind, items, generator(None, "eval"), split)  # the same items for every run
     with torch.no_grad():
         return (model(x).argmax(1) == y).float().mean().item()
 
@@ -130,9 +128,9 @@ def _mean_defined(values: list[float]) -> float:
 
 def run(spec: StructureSpec, ctx) -> RunResult:
     task = make_task(spec.task)
-    torch.manual_seed(spec.seed)
+    seed_init(spec.seed)
     model = MLP(task.input_dim, task.num_classes, spec.model.width, spec.model.depth)
-    data = torch.Generator().manual_seed(spec.seed + 1)
+    data = generator(spec.seed, "data")
     curve = []
     if spec.model.init == "trained":
         trained = train(
@@ -161,15 +159,15 @@ def run(spec: StructureSpec, ctx) -> RunResult:
     return RunResult(metrics=metrics, curve=curve, extra=extra)
 
 
-def search(model, task, spec: StructureSpec, kind: str, penalty: float, seed: int):
-    """The mask found on `kind`'s training items with this penalty, from this seed."""
-    sampler = torch.Generator().manual_seed(seed)
+def search(model, task, spec: StructureSpec, kind: str, penalty: float, number: int):
+    """The mask found on `kind`'s training items with this penalty, from the `number`-th mask streams."""
+    sampler = generator(spec.seed, "mask_data", number)
     settings = spec.mask.model_dump(exclude={"include", "penalties", "seeds", "threshold"})
     return find_subnetwork(
         model,
         lambda step: task.sample(kind, spec.mask.batch_size, sampler),
         include=spec.mask.include,
-        seed=seed,
+        seed=stream_seed(spec.seed, "masks", number),
         penalty=penalty,
         **settings,
     )
@@ -185,7 +183,7 @@ def subroutine_masks(model, task, spec: StructureSpec, own: str, other: str) -> 
     items = spec.eval_items
     tried = []
     for penalty in spec.mask.penalties:
-        mask = search(model, task, spec, own, penalty, MASK_SEED_BASE)
+        mask = search(model, task, spec, own, penalty, 0)
         val = accuracy(apply_mask(model, mask), task, own, "val", items)
         tried.append({"penalty": penalty, "val_accuracy": val, "kept": kept_fraction(mask), "mask": mask})
     passing = [t for t in tried if t["val_accuracy"] >= spec.mask.threshold]
@@ -193,12 +191,8 @@ def subroutine_masks(model, task, spec: StructureSpec, own: str, other: str) -> 
 
     masks, per_seed = [], defaultdict(list)
     for i in range(spec.mask.seeds):
-        mask = (
-            chosen["mask"]
-            if i == 0
-            else search(model, task, spec, own, chosen["penalty"], MASK_SEED_BASE + i)
-        )
-        control = random_mask(mask, torch.Generator().manual_seed(MASK_SEED_BASE + i))
+        mask = chosen["mask"] if i == 0 else search(model, task, spec, own, chosen["penalty"], i)
+        control = random_mask(mask, generator(spec.seed, "control", i))
         nets = {
             "sub": apply_mask(model, mask),
             "abl": ablate(model, mask),
@@ -308,8 +302,6 @@ def plots(runs: list[dict]) -> list[Plot]:
     return [p for p in (ablation_plot(runs), layer_plot(runs)) if p is not None]
 
 
-MEASURED_TRAIN = {"train.lr": 3e-4, "train.weight_decay": 3e-3, "train.eval_every": 500}
-
 EXPERIMENT = register(
     Experiment(
         name="structure",
@@ -319,13 +311,10 @@ EXPERIMENT = register(
         check=check,
         plots=plots,
         profiles={
-            # quick: one base seed and its random-init control, one penalty, 2 mask seeds. quick and
-            # addmul train with TrainSpec's class defaults, the settings measured (README) while an
-            # override of train.steps dropped the spec's own train defaults
+            # quick: one base seed and its random-init control, one penalty, 2 mask seeds
             "quick": {
                 "model.init": ["trained", "random"],
                 "train.steps": 2000,
-                **MEASURED_TRAIN,
                 "mask.penalties": [[3e-5]],
                 "mask.steps": 400,
                 "mask.seeds": 2,
@@ -337,7 +326,6 @@ EXPERIMENT = register(
                     "task.name": "addmul",
                     "model.width": 512,
                     "train.steps": 8000,
-                    **MEASURED_TRAIN,
                     "model.init": ["trained", "random"],
                     "seed": [0, 1, 2],
                 },

@@ -23,6 +23,7 @@ from bindbench.core.metrics import r2_score
 from bindbench.core.probes import capture, features, r2_per_target, ridge_fit
 from bindbench.core.registry import Experiment, RunResult, register
 from bindbench.core.report import Plot
+from bindbench.core.seeds import generator
 from bindbench.experiments.hyperteacher.setup import (
     TINY,
     CompositionSpec,
@@ -51,7 +52,7 @@ def decodability(setup: Setup, model: torch.nn.Module) -> tuple[dict, dict]:
     network's R^2 and the probe's R^2 (over the M module weights of that task).
     """
     spec = setup.spec
-    gen = torch.Generator(device=setup.teacher.device).manual_seed(2 * spec.seed + 3)
+    gen = generator(spec.seed, "probe", device=setup.teacher.device)
     tasks = {split: setup.teacher.sample(spec.probe_tasks, split, gen) for split in ("train", "ood")}
     inputs = {k: student_inputs(b.encoding, b.x) for k, b in tasks.items()}
     layers = [f"hidden.{i}" for i in range(spec.model.depth)] + ["readout"]

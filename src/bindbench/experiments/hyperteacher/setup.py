@@ -19,6 +19,7 @@ from bindbench.core.config import Spec
 from bindbench.core.ensemble import Ensemble
 from bindbench.core.metrics import r2_score
 from bindbench.core.registry import RunResult
+from bindbench.core.seeds import generator, seed_init
 from bindbench.core.training import TrainResult, TrainSpec, train, train_ensemble
 from bindbench.models import MLP
 from bindbench.tasks.hyperteacher import ENCODINGS, SUPPORTS, TASK_DISTRIBUTIONS, HyperTeacher
@@ -112,11 +113,11 @@ class Setup:
     def __init__(self, spec: CompositionSpec, device: torch.device):
         self.spec = spec
         self.teacher = make_teacher(spec, device)
-        torch.manual_seed(spec.seed)
+        seed_init(spec.seed)
         input_dim = self.teacher.encoding_dim + spec.task.input_dim
         self.model = MLP(input_dim, spec.task.output_dim, spec.model.width, spec.model.depth).to(device)
-        self.data = torch.Generator(device=device).manual_seed(2 * spec.seed + 1)
-        held = torch.Generator(device=device).manual_seed(2 * spec.seed + 2)
+        self.data = generator(spec.seed, "data", device=device)
+        held = generator(spec.seed, "eval", device=device)
         self.eval_sets = {
             split: self.teacher.sample(spec.eval_tasks, "train" if split == "id" else "ood", held)
             for split in SPLITS

@@ -26,6 +26,7 @@ from pydantic import Field
 from bindbench.core.config import Spec
 from bindbench.core.registry import Experiment, RunResult, register
 from bindbench.core.report import Plot
+from bindbench.core.seeds import generator, seed_init
 from bindbench.core.training import TrainSpec, train
 from bindbench.experiments.objects.setup import (
     BINDING_METRICS,
@@ -37,8 +38,6 @@ from bindbench.experiments.objects.setup import (
 )
 from bindbench.models.readouts import QueryLinear, QueryMLP
 from bindbench.tasks.binding import evaluation_sets, orthonormal_roles, random_roles, score_queries
-
-EVAL_SEED = 0  # evaluation sets, the same for every run; a run's own generators use seed + 1..
 
 
 class CodeSpec(Spec):
@@ -75,11 +74,11 @@ def check(spec: BindingCodesSpec) -> None:
 
 def run(spec: BindingCodesSpec, ctx) -> RunResult:
     task, code = make_task(spec.sets), spec.code
-    torch.manual_seed(spec.seed)
-    data = torch.Generator().manual_seed(spec.seed + 1)
+    seed_init(spec.seed)
+    data = generator(spec.seed, "data")
     roles = fillers = None  # tensor products: orthonormal roles and one-hot fillers, or both random
     if code.kind.startswith("tpr"):
-        draw = torch.Generator().manual_seed(spec.seed + 2)
+        draw = generator(spec.seed, "roles")
         if code.kind == "tpr_orthonormal":
             roles = orthonormal_roles(spec.sets.shapes, code.role_dim, draw)
         else:
@@ -93,13 +92,13 @@ def run(spec: BindingCodesSpec, ctx) -> RunResult:
             return task.slot_code(sets, generator)
         return task.tensor_product(sets, roles, fillers)
 
-    generator = torch.Generator().manual_seed(EVAL_SEED)
-    draws, swaps = evaluation_sets(task, spec.eval_items, generator)
+    shared = generator(None, "eval")  # the evaluation sets: the same for every run
+    draws, swaps = evaluation_sets(task, spec.eval_items, shared)
     codes = {}  # each evaluation set's code, drawn once (the slot code's order is random)
 
     def code_of(sets):
         if id(sets) not in codes:
-            codes[id(sets)] = encode(sets, generator)
+            codes[id(sets)] = encode(sets, shared)
         return codes[id(sets)]
 
     code_dim = code_of(draws["seen"][0]).shape[1]

@@ -19,6 +19,7 @@ from pydantic import Field
 from bindbench.core.config import Spec
 from bindbench.core.registry import Experiment, RunResult, register
 from bindbench.core.report import Plot
+from bindbench.core.seeds import generator, seed_init
 from bindbench.core.training import TrainSpec, train
 from bindbench.experiments.objects.setup import (
     BINDING_METRICS,
@@ -34,7 +35,6 @@ from bindbench.models.readouts import GlobalReader, SlotAutoencoderReader, SlotQ
 from bindbench.tasks.binding import evaluation_sets, layout, render, score_queries
 from bindbench.tasks.scenes import PALETTE, SHAPES, Scenes
 
-EVAL_SEED = 0  # evaluation sets, the same for every run; a run's own generators use seed + 1
 CHUNK = 256  # evaluation items per forward pass
 RECONSTRUCTION = 10.0  # slot_autoencoder: weight of the reconstruction MSE (about 0.05) beside the
 # answers' cross-entropy (about 1), so that neither drowns the other
@@ -81,9 +81,9 @@ def check(spec: BindingImagesSpec) -> None:
             f"{len(PALETTE)} colours and {len(SHAPES)} shapes"
         )
     try:
-        scenes, generator = make_scenes(spec), torch.Generator().manual_seed(0)
-        sets = task.sample(4, generator)
-        render(sets, scenes, layout(sets, scenes, generator))
+        scenes, draw = make_scenes(spec), torch.Generator().manual_seed(0)
+        sets = task.sample(4, draw)
+        render(sets, scenes, layout(sets, scenes, draw))
     except ValueError as err:
         raise ValueError(f"image: {err}") from None
     if spec.image.model != "cnn" and spec.image.num_slots < spec.sets.max_objects + 1:
@@ -104,28 +104,28 @@ def make_reader(spec: BindingImagesSpec, query_dim: int, answers: int) -> torch.
         return SlotReader(*sizes, 2, image.num_slots, image.channels, image.dim, image.width)
     # the family's autoencoder at its defaults but these sizes, and the same head
     slots = AutoencoderSpec(channels=image.channels, slot_dim=image.dim, num_slots=image.num_slots)
-    head = SlotQueryHead(image.dim, query_dim, answers, 2, image.width)
-    return SlotAutoencoderReader(make_model(slots, image.resolution), head)
+    autoencoder = make_model(slots, image.resolution)  # drawn before the head, as it always was
+    return SlotAutoencoderReader(autoencoder, SlotQueryHead(image.dim, query_dim, answers, 2, image.width))
 
 
 def run(spec: BindingImagesSpec, ctx) -> RunResult:
     task, scenes, image = make_task(spec.sets), make_scenes(spec), spec.image
-    torch.manual_seed(spec.seed)
+    seed_init(spec.seed)
     device = ctx.device
-    data = torch.Generator().manual_seed(spec.seed + 1)
+    data = generator(spec.seed, "data")
     reconstructs = image.model == "slot_autoencoder"
     model = make_reader(spec, task.query_dim, task.num_answers).to(device)
 
-    generator = torch.Generator().manual_seed(EVAL_SEED)
-    draws, swaps = evaluation_sets(task, spec.eval_items, generator)
+    shared = generator(None, "eval")  # the evaluation sets: the same for every run
+    draws, swaps = evaluation_sets(task, spec.eval_items, shared)
     images = {}  # each evaluation set drawn once; both sets of a swap pair at the same places
     for sets, _ in draws.values():
-        images[id(sets)] = render(sets, scenes, layout(sets, scenes, generator)).images.to(device)
+        images[id(sets)] = render(sets, scenes, layout(sets, scenes, shared)).images.to(device)
     for pairs in swaps.values():
-        where = layout(pairs.first, scenes, generator)
+        where = layout(pairs.first, scenes, shared)
         for sets in (pairs.first, pairs.second):
             images[id(sets)] = render(sets, scenes, where).images.to(device)
-    noise = torch.randn(spec.eval_items, image.num_slots, image.dim, generator=generator).to(device)
+    noise = torch.randn(spec.eval_items, image.num_slots, image.dim, generator=shared).to(device)
 
     def inputs(queries):  # the query, and what the slot readout answers from besides the slot: its kind
         kind = torch.nn.functional.one_hot(queries.kind, 2).float()

@@ -17,6 +17,7 @@ from pydantic import Field
 
 from bindbench.core.config import Spec
 from bindbench.core.report import Plot, bars, spread
+from bindbench.core.seeds import generator, seed_init
 from bindbench.core.segmentation import segmentation_scores
 from bindbench.core.training import TrainSpec, train
 from bindbench.models import Layout, SlotAutoencoder, SlotMLPAutoencoder
@@ -24,7 +25,6 @@ from bindbench.tasks.binding import BindingTask
 from bindbench.tasks.scenes import Scenes, Tetrominoes
 
 TETROMINO_GRID = 7  # blocks per image side, as in the DeepMind dataset (7 x 5 px = 35 px)
-EVAL_SEED = 0  # a run's own generators use seeds 2 * seed + 1 and 2 * seed + 2, never 0
 EVAL_CHUNK = 64  # evaluation scenes per forward pass
 BINDING_METRICS = ["accuracy_seen", "accuracy_held_out", "swap_seen", "swap_held_out"]
 # an autoencoder of about a second on one core: what the checks every experiment passes run
@@ -219,10 +219,11 @@ class EvaluationSet:
 
 
 def evaluation_set(spec: SlotsSpec, device: torch.device | str = "cpu") -> EvaluationSet:
-    """The run's evaluation scenes, drawn on the CPU from EVAL_SEED: the same on every device and seed."""
-    generator = torch.Generator().manual_seed(EVAL_SEED)
-    scenes = make_scenes(spec.data).sample(spec.eval_scenes, generator)
-    noise = torch.randn(spec.eval_scenes, spec.model.num_slots, spec.model.slot_dim, generator=generator)
+    """The run's evaluation scenes, drawn on the CPU from a shared stream: the same on every
+    device and seed."""
+    draw = generator(None, "eval")
+    scenes = make_scenes(spec.data).sample(spec.eval_scenes, draw)
+    noise = torch.randn(spec.eval_scenes, spec.model.num_slots, spec.model.slot_dim, generator=draw)
     return EvaluationSet(
         scenes.images.to(device), scenes.labels.to(device), noise.to(device), spec.data.max_objects
     )
@@ -278,10 +279,10 @@ def train_autoencoder(spec: SlotsSpec, ctx):
     device = ctx.device
     scenes = make_scenes(spec.data, device)
     ev = evaluation_set(spec, device)
-    torch.manual_seed(spec.seed)
+    seed_init(spec.seed)
     model = make_model(spec.model, spec.data.resolution).to(device)
-    data = torch.Generator(device=device).manual_seed(2 * spec.seed + 1)
-    noise = torch.Generator(device=device).manual_seed(2 * spec.seed + 2)
+    data = generator(spec.seed, "data", device=device)
+    noise = generator(spec.seed, "noise", device=device)
     sample_batch = batch_sampler(spec, scenes, data, noise)
 
     trained = train(

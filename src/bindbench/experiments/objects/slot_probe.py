@@ -17,6 +17,7 @@ from pydantic import Field
 from bindbench.core.probes import logistic_fit, matched_slots
 from bindbench.core.registry import Experiment, RunResult, register
 from bindbench.core.report import Plot, bars, spread
+from bindbench.core.seeds import generator
 from bindbench.core.segmentation import one_hot_masks
 from bindbench.experiments.objects import setup
 from bindbench.experiments.objects.setup import (
@@ -28,7 +29,6 @@ from bindbench.experiments.objects.setup import (
     train_autoencoder,
 )
 
-EVAL_SEED = 0  # the probe's scenes, the same for every run
 MIN_VISIBLE = 0.5  # objects with less of their area visible are not scored
 SPLITS = ("seen", "held_out")
 METRICS = [f"probe_{a}_{s}" for a in ("colour", "shape") for s in SPLITS]
@@ -70,19 +70,19 @@ def run(spec: SlotProbeSpec, ctx) -> RunResult:
         return RunResult(metrics={}, curve=trained.curve, diverged=True)
     model.eval()
     scenes = make_scenes(spec.data, ctx.device)
-    generator = torch.Generator(device=ctx.device).manual_seed(EVAL_SEED)
+    draw = generator(None, "probe", device=ctx.device)  # the probe's scenes: the same for every run
     noise_shape = (spec.model.num_slots, spec.model.slot_dim)
     sets = {
-        "fit": scenes.sample(spec.probe_scenes, generator),
-        "seen": scenes.sample(spec.eval_items, generator),
-        "held_out": scenes.sample(spec.eval_items, generator, "test"),
+        "fit": scenes.sample(spec.probe_scenes, draw),
+        "seen": scenes.sample(spec.eval_items, draw),
+        "held_out": scenes.sample(spec.eval_items, draw, "test"),
     }
     with torch.no_grad():
         drawn = {
             name: slot_features(
                 model,
                 batch,
-                torch.randn(len(batch.images), *noise_shape, generator=generator, device=ctx.device),
+                torch.randn(len(batch.images), *noise_shape, generator=draw, device=ctx.device),
             )
             for name, batch in sets.items()
         }
