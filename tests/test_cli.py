@@ -77,3 +77,13 @@ def test_run_then_report_and_export(capsys, tmp_path, tiny):
 def test_list_names_the_experiments_suites_and_profiles(capsys):
     code, out, _ = _run(capsys, "list")
     assert code == 0 and "composition" in out and "default" in out and "paper" in out
+
+
+def test_list_of_a_suite_shows_each_of_its_experiments_keys_with_the_parents_defaults(capsys):
+    code, out, _ = _run(capsys, "list", "representation")
+    assert code == 0
+    for name in ("binding_codes", "binding_images", "slot_probe"):
+        assert name in out
+    code, out, _ = _run(capsys, "list", "segregation")
+    row = next(line for line in out.splitlines() if line.split()[:1] == ["train.lr"])
+    assert "0.002" in row  # segregation's own default, not TrainSpec's 3e-4

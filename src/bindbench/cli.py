@@ -107,12 +107,20 @@ def run_command(
 
 @app.command("list")
 def list_command(
-    experiment: str = typer.Argument(None, help="show this experiment's keys, defaults and profiles"),
+    experiment: str = typer.Argument(
+        None, help="show this experiment's (or each of this suite's) keys, defaults and profiles"
+    ),
 ) -> None:
     """List experiments, suites and profiles, or one experiment's spec keys."""
     import bindbench.experiments  # noqa: F401
     from bindbench.core.registry import EXPERIMENTS, PROFILES, SUITES, get_experiment
 
+    if experiment in SUITES:  # a suite: its experiments, each listed in turn
+        suite = SUITES[experiment]
+        console.print(f"[bold]{suite.name}[/bold] (suite): {suite.description}")
+        for name, _ in suite.entries:
+            _show_experiment(get_experiment(name))
+        return
     if experiment is not None:
         _show_experiment(get_experiment(experiment))
         return
