@@ -191,7 +191,7 @@ EXPERIMENT = register(
         check=check,
         plots=plots,
         profiles={
-            # quick: a look at the pipeline (a minute a run on 2 cores); the claim needs full
+            # quick: a look at the pipeline, not at the claim (that needs full)
             "quick": {
                 "image.model": ["cnn", "slot_attention"],
                 **TRAIN,
@@ -199,7 +199,7 @@ EXPERIMENT = register(
                 "train.eval_every": 300,
                 "eval_items": 250,
             },
-            # full: about 15 min a run on one thread
+            # full: 9-23 min a run on one thread (README)
             "full": {
                 "image.model": ["cnn", "slot_attention", "slot_autoencoder"],
                 "seed": [0, 1, 2],
