@@ -178,12 +178,9 @@ def crosstalk_plot(runs: list[dict]) -> Plot | None:
 
 
 def plots(runs: list[dict]) -> list[Plot]:
-    groups = defaultdict(list)
-    for r in runs:
-        if r["status"] == "done" and not _sweep(r["spec"]):
-            groups[_label(r["spec"])].append(r)
     title = "Binding queries and swap tests on codes (swap floor 0.5 drawn)"
-    made = [binding_plot(dict(groups), "code, readout", title), crosstalk_plot(runs)]
+    main = binding_plot(runs, lambda spec: None if _sweep(spec) else _label(spec), "code, readout", title)
+    made = [main, crosstalk_plot(runs)]
     return [p for p in made if p is not None]
 
 

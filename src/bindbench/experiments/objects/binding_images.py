@@ -10,7 +10,6 @@ held-out pairs, and swap pairs drawn at the same places.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Literal
 
 import torch
@@ -172,11 +171,8 @@ def run(spec: BindingImagesSpec, ctx) -> RunResult:
 
 
 def plots(runs: list[dict]) -> list[Plot]:
-    groups = defaultdict(list)
-    for r in runs:
-        if r["status"] == "done":
-            groups[r["spec"]["image"]["model"]].append(r)
-    plot = binding_plot(dict(groups), "model", "Binding queries and swap tests on images")
+    title = "Binding queries and swap tests on images"
+    plot = binding_plot(runs, lambda spec: spec["image"]["model"], "model", title)
     return [plot] if plot is not None else []
 
 

@@ -8,6 +8,7 @@ same sets of (colour, shape) objects. Axes: s scene, k slot, c channel, h w pixe
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Literal
 
@@ -324,9 +325,14 @@ def check_sets(sets: SetSpec) -> BindingTask:
     return task
 
 
-def binding_plot(groups: dict[str, list[dict]], column: str, title: str) -> Plot | None:
-    """Query and swap accuracy per group of runs (a code and its readout, an image model),
-    every run a dot, the swap floor drawn; the same as a table of mean ± std."""
+def binding_plot(runs: list[dict], label, column: str, title: str) -> Plot | None:
+    """Query and swap accuracy per group of finished runs, `label(spec)` naming a run's group
+    (a code and its readout, an image model; None leaves the run out), every run a dot, the
+    swap floor drawn; the same as a table of mean ± std."""
+    groups = defaultdict(list)
+    for r in runs:
+        if r["status"] == "done" and (name := label(r["spec"])) is not None:
+            groups[name].append(r)
     if not groups:
         return None
     labels, metrics = sorted(groups), BINDING_METRICS
