@@ -2,7 +2,9 @@ import math
 
 import pytest
 import torch
+from pydantic import ValidationError
 
+from bindbench.core.config import SpecError, build_spec
 from bindbench.core.training import TrainSpec, lr_factor, make_optimizer, train
 
 
@@ -22,6 +24,29 @@ def test_schedules_warm_up_linearly_then_stay_flat_or_follow_a_cosine():
     assert lr_factor(10, cosine) == 1.0
     assert lr_factor(60, cosine) == pytest.approx(0.5)
     assert lr_factor(110, cosine) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_halving_decays_from_step_zero_and_multiplies_the_warm_up():
+    spec = TrainSpec(steps=1000, warmup_steps=10, schedule="halving", half_life=100)
+    assert lr_factor(0, spec) == pytest.approx(0.1 * 0.5**0)
+    assert lr_factor(5, spec) == pytest.approx(0.6 * 0.5**0.05)
+    assert lr_factor(9, spec) == pytest.approx(1.0 * 0.5**0.09)
+    assert lr_factor(10, spec) == pytest.approx(0.5**0.1)
+    assert lr_factor(100, spec) == pytest.approx(0.5)
+    assert lr_factor(200, spec) == pytest.approx(0.25)
+    after = [lr_factor(s, spec) for s in range(spec.warmup_steps, spec.steps + 1)]
+    assert all(a > b for a, b in zip(after, after[1:]))  # strictly falling once warm
+    reference = TrainSpec(schedule="halving")  # 0.5^(step/100k), not tied to spec.steps
+    assert reference.half_life == 100_000
+    assert lr_factor(100_000, reference) == pytest.approx(0.5)
+    assert lr_factor(0, TrainSpec(schedule="halving", half_life=1)) == 1.0  # no warm-up
+
+
+def test_half_life_must_be_positive():
+    with pytest.raises(ValidationError):
+        TrainSpec(schedule="halving", half_life=0)
+    with pytest.raises(SpecError, match="half_life"):
+        build_spec(TrainSpec, overrides={"half_life": 0})
 
 
 def _regression(seed=0):
@@ -96,3 +121,14 @@ def test_a_clip_norm_in_the_spec_clips_the_gradient_the_optimizer_steps_with(mon
     assert len(norms[None]) == len(norms[0.1]) == 20
     assert min(norms[None]) > 0.1  # unclipped, every step's gradient is above the clip
     assert max(norms[0.1]) <= 0.1 * (1 + 1e-5)
+
+
+def test_a_halving_run_records_the_scheduled_rate_at_each_evaluation():
+    model, sample, loss_fn, evaluate = _regression()
+    spec = TrainSpec(steps=40, lr=0.05, eval_every=10, warmup_steps=15, schedule="halving", half_life=20)
+    result = train(model, spec, sample, loss_fn, evaluate)
+    assert [p["step"] for p in result.curve] == [10, 20, 30, 40]
+    for point in result.curve:
+        assert point["lr"] == pytest.approx(spec.lr * lr_factor(point["step"], spec), rel=1e-12)
+    assert result.curve[-1]["lr"] == pytest.approx(0.05 * 0.25)
+    assert not result.diverged

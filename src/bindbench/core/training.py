@@ -1,7 +1,8 @@
 """The training loop every experiment shares: AdamW, a schedule, online data, evaluation.
 
 The recipe is the reference's: AdamW with weight decay off for 1-D parameters (biases,
-norms), a constant or cosine learning rate with linear warm-up, a fresh batch from the
+norms), a constant, cosine or halving learning rate with linear warm-up (halving: the
+Slot Attention reference's 0.5^(step/half_life), from step 0), a fresh batch from the
 task generator at every step, evaluation every `eval_every` steps and at the end.
 A non-finite loss stops training and marks the run diverged instead of failing the sweep.
 """
@@ -27,7 +28,12 @@ class TrainSpec(Spec):
     batch_size: int = Field(128, ge=1, description="tasks per step")
     lr: float = Field(3e-4, gt=0, description="peak learning rate")
     weight_decay: float = Field(3e-3, ge=0, description="AdamW decay, on >=2-D parameters only")
-    schedule: Literal["constant", "cosine"] = "constant"
+    schedule: Literal["constant", "cosine", "halving"] = Field(
+        "constant",
+        description="constant, cosine to 0, or halving every `half_life` steps"
+        " (the Slot Attention reference: 0.5^(step/100k), from step 0)",
+    )
+    half_life: int = Field(100_000, ge=1, description="steps per halving of the rate (schedule='halving')")
     warmup_steps: int = Field(0, ge=0, description="linear warm-up from 0 to lr")
     eval_every: int = Field(500, ge=1, description="steps between evaluations")
     clip_norm: float | None = Field(
@@ -48,9 +54,15 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> to
 
 
 def lr_factor(step: int, spec: TrainSpec) -> float:
-    """Returns the learning-rate multiplier at `step` (0-based): warm-up, then flat or cosine."""
+    """Returns the learning-rate multiplier at `step` (0-based): warm-up, then flat or cosine.
+
+    "halving" is the Slot Attention reference's decay, 0.5^(step/half_life) from step 0:
+    during warm-up it multiplies the warm-up factor instead of starting after it."""
+    warmup = (step + 1) / spec.warmup_steps if step < spec.warmup_steps else 1.0
+    if spec.schedule == "halving":
+        return warmup * 0.5 ** (step / spec.half_life)
     if step < spec.warmup_steps:
-        return (step + 1) / spec.warmup_steps
+        return warmup
     if spec.schedule == "constant":
         return 1.0
     decay_steps = max(1, spec.steps - spec.warmup_steps)

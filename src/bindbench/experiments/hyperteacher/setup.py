@@ -195,7 +195,7 @@ def group_key(spec: CompositionSpec) -> str:
     """Runs with the same key have the same parameter shapes and step counts: one ensemble."""
     free = spec.model_dump(mode="json")
     free.pop("seed")
-    for key in ("lr", "weight_decay", "schedule", "warmup_steps"):
+    for key in ("lr", "weight_decay", "schedule", "half_life", "warmup_steps"):
         free["train"].pop(key)
     for key in ("frac_ood", "support", "task_distribution"):
         free["task"].pop(key)
