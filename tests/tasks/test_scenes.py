@@ -1,6 +1,7 @@
 import math
 from collections import Counter
 
+import matplotlib.colors
 import matplotlib.image
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from bindbench.tasks.scenes import (
     SHAPES,
     Scenes,
     Tetrominoes,
+    hsv_to_rgb,
     load_scenes,
     save_scenes,
     shape_masks,
@@ -194,6 +196,67 @@ def test_with_distinct_colours_a_segmentation_by_colour_alone_is_perfect():
     assert torch.nanmean(fg_ari(repeats.labels, by_colour.view_as(repeats.labels))) < 0.95
 
 
+def test_hsv_to_rgb_agrees_with_matplotlib():
+    hsv = torch.rand(500, 3, generator=gen(0), dtype=torch.float64)
+    expected = matplotlib.colors.hsv_to_rgb(hsv.numpy())
+    assert np.allclose(hsv_to_rgb(*hsv.unbind(1)).numpy(), expected, atol=1e-12)
+
+
+def _owned_colours(batch, image: int, label: int) -> torch.Tensor:
+    """The distinct colours of the pixels of `label` in scene `image`, (n, 3)."""
+    pixels = batch.images[image].permute(1, 2, 0)[batch.labels[image] == label]
+    return torch.unique(pixels, dim=0)
+
+
+@pytest.mark.parametrize("texture", ["none", "objects", "all"])
+def test_hue_and_textured_scenes_keep_the_masks_exact(texture):
+    kw = {"min_objects": 2, "max_objects": 3, "sizes": (0.4, 0.5), "held_out": 0.25}
+    flat = Scenes(**kw).sample(64, gen(5))
+    scenes = Scenes(**kw, hues=8, texture=texture)
+    batch = scenes.sample(64, gen(5))
+    assert scenes.colours == tuple(f"hue{i}" for i in range(8))
+    # the same objects at the same places as the palette scenes of the same seed: only colours differ
+    assert torch.equal(batch.labels, flat.labels) and torch.equal(batch.shape, flat.shape)
+    assert torch.equal(batch.colour, flat.colour)
+    # labels partition the image (one owner per pixel); every object with visible area has pixels
+    visible = torch.stack([(batch.labels == s + 1).sum((1, 2)) for s in range(3)], 1)
+    assert torch.equal(visible > 0, batch.visibility > 0) and torch.equal(
+        visible > 0, batch.valid & (visible > 0)
+    )
+    assert not torch.equal(batch.images, flat.images)
+    for i in range(16):
+        for label in range(int(batch.labels[i].max()) + 1):
+            colours = _owned_colours(batch, i, label)
+            patterned = texture == "all" or (texture == "objects" and label > 0)
+            assert len(colours) <= (2 if patterned else 1)  # one colour, or the two of a texture
+            if texture == "none" and label > 0:  # the object's hue lies in its colour's band
+                (rgb,) = colours
+                hue = matplotlib.colors.rgb_to_hsv(rgb.numpy())[0]
+                band = int(batch.colour[i, label - 1])
+                assert band / 8 - 1e-6 <= hue <= (band + 1) / 8 + 1e-6
+    test = scenes.sample(64, gen(6), "test")
+    assert test.held_out.sum(1).eq(1).all()
+
+
+def test_textures_take_colour_away_as_a_shortcut():
+    kw = {"min_objects": 2, "max_objects": 3, "sizes": (0.5,), "hues": 8}
+    for texture, low, high in (("none", 0.99, 1.0), ("objects", 0.0, 0.6), ("all", 0.0, 0.6)):
+        batch = Scenes(**kw, texture=texture).sample(128, gen(4))
+        flat = batch.images.flatten(2).transpose(1, 2)  # (b, n, c)
+        by_colour = torch.stack([torch.unique(x, dim=0, return_inverse=True)[1] for x in flat])
+        score = float(torch.nanmean(fg_ari(batch.labels, by_colour.view_as(batch.labels))))
+        assert low <= score <= high, (texture, score)
+    textured = Scenes(**kw, texture="all").sample(32, gen(4))
+    two = [len(_owned_colours(textured, i, 0)) for i in range(32)]  # the background is patterned too
+    assert sum(n == 2 for n in two) >= 30
+    objects = Scenes(**kw, texture="objects").sample(32, gen(4))  # the same objects' textures
+    assert all(len(_owned_colours(objects, i, 0)) == 1 for i in range(32))
+    on_objects = textured.labels > 0
+    assert torch.equal(
+        objects.images.permute(0, 2, 3, 1)[on_objects], textured.images.permute(0, 2, 3, 1)[on_objects]
+    )
+
+
 def test_a_palette_colour_can_be_the_background_when_no_object_uses_it():
     scenes = Scenes(colours=("red", "green"), shapes=("circle", "square"), background="white")
     batch = scenes.sample(32, gen(0))
@@ -221,6 +284,9 @@ def test_a_palette_colour_can_be_the_background_when_no_object_uses_it():
         ({"held_out": [("red", s) for s in SHAPES]}, "held_out=.*colour 'red'"),
         ({"held_out": [(c, "heart") for c in PALETTE]}, "held_out=.*shape 'heart'"),
         ({"seed": -1}, "seed=-1"),
+        ({"hues": 1}, "hues=1"),
+        ({"texture": True}, "texture=True"),
+        ({"hues": 8, "background": "white"}, "background='white' with hues"),
         ({"colours": ("red", "green"), "max_objects": 3, "distinct_colours": True}, "distinct_colours"),
         (
             {

@@ -36,6 +36,14 @@ SIZES = (0.25, 0.35, 0.45)  # side of an object's bounding box, as a fraction of
 SPLITS = ("train", "test")
 MIN_RESOLUTION = 16
 MIN_OBJECT_PIXELS = 4  # the smallest bounding box must span at least this many pixels
+# continuous colours (hues=n): hue uniform in the object's n-th of the circle, saturation and
+# value uniform in these ranges (bright enough to stand out on black)
+SATURATION, VALUE = (0.6, 1.0), (0.7, 1.0)
+# textures: stripes or checks with a period of this fraction of the image side, at any angle;
+# the background's second colour is a dim, greyish hue
+PERIOD = (0.1, 0.25)
+TEXTURES = ("none", "objects", "all")
+BACKGROUND_SATURATION, BACKGROUND_VALUE = (0.2, 0.5), (0.25, 0.45)
 
 SQUARE_HALF_SIDE = 0.8  # a square filling its whole box would look bigger than the others
 # (x² + y² - 1)³ - x² y³ <= 0 spans x in ±1.14 and y in [-1, 1.24]; this maps it into [-1, 1]²
@@ -142,12 +150,29 @@ class SceneBatch:
     held_out: torch.Tensor  # (b, k) bool: the object's colour-shape pair is held out of training
 
 
-def _paint(labels: torch.Tensor, background: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:
-    """Images (b, 3, h, w): the background colour (3,) at label 0, object colour rgb (b, k, 3) at s + 1."""
-    b = len(labels)
-    table = torch.cat([background.expand(b, 1, 3), rgb], dim=1)  # (b, k + 1, c)
-    images = table[torch.arange(b, device=labels.device)[:, None, None], labels]  # (b, h, w, c)
+def _paint(
+    labels: torch.Tensor,
+    table: torch.Tensor,
+    second: torch.Tensor | None = None,
+    pattern: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Images (b, 3, h, w): colour table[b, l] (b, k + 1, 3) wherever the label is l (0 the
+    background, s + 1 object slot s); with a texture, second[b, l] where pattern[b, l] (b, k + 1,
+    h, w) is True."""
+    rows = torch.arange(len(labels), device=labels.device)[:, None, None]
+    images = table[rows, labels]  # (b, h, w, c)
+    if pattern is not None:
+        on = pattern.gather(1, labels[:, None]).squeeze(1)  # (b, h, w): the pattern of each pixel's owner
+        images = torch.where(on[..., None], second[rows, labels], images)
     return images.permute(0, 3, 1, 2).contiguous()
+
+
+def hsv_to_rgb(hue: torch.Tensor, saturation: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """RGB (..., 3) in [0, 1] of colours given as hue, saturation, value (...,) in [0, 1]."""
+    n = torch.tensor([5.0, 3.0, 1.0], device=hue.device)
+    k = (n + hue[..., None] * 6) % 6
+    ramp = torch.minimum(k, 4 - k).clamp(0, 1)
+    return value[..., None] * (1 - saturation[..., None] * ramp)
 
 
 def _visible_pixels(labels: torch.Tensor, num_slots: int) -> torch.Tensor:
@@ -241,6 +266,14 @@ class Scenes:
     Distinct colours (as in Multi-dSprites, whose colours are continuous) make every object
     separable by colour; with repeats, two touching objects of one colour are one blob, and even a
     segmenter that knows every colour exactly stays near 0.88 FG-ARI on 2-3 objects of 8 colours.
+
+    Two options take colour away as a shortcut to the objects. `hues=n` draws continuous colours:
+    an object's colour index c (what held-out pairs and `colour` name) is the c-th of n bands of
+    the hue circle, its hue uniform in the band, saturation and value uniform in SATURATION and
+    VALUE. `texture="objects"` fills every object with a two-colour pattern, stripes or checks
+    at a random angle, period (PERIOD) and phase: the object's colour and a second, random
+    bright hue; `texture="all"` patterns the background too, in its colour and a dim greyish
+    hue. Labels and masks are exactly as without: a texture only recolours an owner's pixels.
     """
 
     def __init__(
@@ -255,6 +288,8 @@ class Scenes:
         held_out=None,  # None, a fraction in [0, 1) of colour-shape pairs, or [(colour, shape), ...]
         seed: int = 0,  # chooses the held-out pairs when held_out is a fraction
         distinct_colours: bool = False,  # no two objects of a scene share a colour
+        hues: int | None = None,  # continuous colours in this many hue bands, instead of `colours`
+        texture: str = "none",  # two-colour patterns: "none", on the "objects", on "all" (and background)
         device: str | torch.device = "cpu",
     ):
         _check_int("resolution", resolution, MIN_RESOLUTION)
@@ -264,6 +299,11 @@ class Scenes:
             raise ValueError(f"max_objects={max_objects} must be >= min_objects={min_objects}")
         self.shapes = _check_names("shapes", shapes, SHAPES)
         self.colours = _check_names("colours", colours, PALETTE)
+        if hues is not None:
+            _check_int("hues", hues, 2)
+            if background not in BACKGROUNDS:
+                raise ValueError(f"background={background!r} with hues must be one of {tuple(BACKGROUNDS)}")
+            self.colours = tuple(f"hue{i}" for i in range(hues))
         numbers = isinstance(sizes, (tuple, list)) and all(isinstance(s, (int, float)) for s in sizes)
         if not numbers or len(sizes) == 0 or not all(0 < s <= 1 for s in sizes):
             raise ValueError(f"sizes={sizes!r} must be a non-empty list of fractions in (0, 1]")
@@ -272,12 +312,14 @@ class Scenes:
                 f"sizes={tuple(sizes)} at resolution={resolution} give objects under {MIN_OBJECT_PIXELS} "
                 f"pixels wide; raise the resolution or the sizes"
             )
-        if background not in BACKGROUNDS and (background not in PALETTE or background in self.colours):
+        if background not in BACKGROUNDS and (background not in PALETTE or background in colours):
             raise ValueError(
                 f"background={background!r} must be one of {tuple(BACKGROUNDS)} or a palette colour "
                 f"not among colours={self.colours}"
             )
         _check_int("seed", seed, 0)
+        if texture not in TEXTURES:
+            raise ValueError(f"texture={texture!r} must be one of {TEXTURES}")
         needed = max_objects + (held_out is not None)  # a test scene's others avoid its novel colour
         if distinct_colours and needed > len(self.colours):
             raise ValueError(
@@ -287,7 +329,7 @@ class Scenes:
 
         self.resolution, self.min_objects, self.max_objects = resolution, min_objects, max_objects
         self.sizes, self.background, self.seed = tuple(sizes), background, seed
-        self.distinct_colours = distinct_colours
+        self.distinct_colours, self.hues, self.texture = distinct_colours, hues, texture
         self.device = torch.device(device)
         self.held_out = held_out_pairs(
             held_out, self.colours, self.shapes, torch.Generator().manual_seed(seed)
@@ -299,7 +341,11 @@ class Scenes:
         self.is_held = is_held.to(self.device)  # (colour, shape)
         self.train_pairs = (~is_held).nonzero().to(self.device)  # (p, 2) rows of (colour, shape)
         self.test_pairs = is_held.nonzero().to(self.device)
-        self.rgb = torch.tensor([PALETTE[c] for c in self.colours], device=self.device)  # (colour, c)
+        if hues is None:
+            self.rgb = torch.tensor([PALETTE[c] for c in self.colours], device=self.device)  # (colour, c)
+        else:  # the middle of each band, for `render` without drawn colours
+            middle = (torch.arange(hues, device=self.device) + 0.5) / hues
+            self.rgb = hsv_to_rgb(middle, *(torch.full_like(middle, sum(r) / 2) for r in (SATURATION, VALUE)))
         self.background_rgb = torch.tensor({**PALETTE, **BACKGROUNDS}[background], device=self.device)
         self.size_values = torch.tensor(self.sizes, device=self.device)
 
@@ -338,7 +384,44 @@ class Scenes:
         extent = self.size_values[size]  # (b, k) side of the bounding box
         x = extent / 2 + (1 - extent) * torch.rand((b, k), generator=generator, device=device)
         y = extent / 2 + (1 - extent) * torch.rand((b, k), generator=generator, device=device)
-        return self.render(colour, shape, size, x, y, valid)
+        rgb = None if self.hues is None else self._hue_rgb(colour, generator)
+        texture = self.draw_texture(b, generator) if self.texture != "none" else None
+        return self.render(colour, shape, size, x, y, valid, rgb, texture)
+
+    def _hue_rgb(self, colour: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Continuous colours (b, k, 3): a hue uniform in each object's band, saturation, value."""
+
+        def uniform(low, high):
+            return low + (high - low) * torch.rand(colour.shape, generator=generator, device=self.device)
+
+        hue = (colour + uniform(0.0, 1.0)) / self.hues
+        return hsv_to_rgb(hue, uniform(*SATURATION), uniform(*VALUE))
+
+    def draw_texture(self, b: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Textures of b scenes: second colours (b, k + 1, 3) and patterns (b, k + 1, h, w) bool
+        (where a pixel takes the second colour); index 0 is the background, s + 1 object slot s."""
+        shape, device = (b, self.max_objects + 1), self.device
+
+        def uniform(low, high):
+            return low + (high - low) * torch.rand(shape, generator=generator, device=device)
+
+        hue, saturation, value = uniform(0.0, 1.0), uniform(*SATURATION), uniform(*VALUE)
+        saturation[:, 0] = uniform(*BACKGROUND_SATURATION)[:, 0]  # the background's: dim and greyish
+        value[:, 0] = uniform(*BACKGROUND_VALUE)[:, 0]
+        second = hsv_to_rgb(hue, saturation, value)
+        angle, period = uniform(0.0, torch.pi), uniform(*PERIOD)
+        phase_along, phase_across = uniform(0.0, 1.0), uniform(0.0, 1.0)
+        checks = torch.rand(shape, generator=generator, device=device) < 0.5
+        centres = (torch.arange(self.resolution, device=device) + 0.5) / self.resolution
+        cos, sin = (f(angle)[..., None, None] for f in (torch.cos, torch.sin))
+        x, y = centres[None, None, None, :], centres[None, None, :, None]
+        scale = period[..., None, None]
+        along = ((x * cos + y * sin) / scale + phase_along[..., None, None]) % 1 < 0.5  # (b, k + 1, h, w)
+        across = ((y * cos - x * sin) / scale + phase_across[..., None, None]) % 1 < 0.5
+        pattern = along ^ (across & checks[..., None, None])
+        if self.texture == "objects":
+            pattern[:, 0] = False  # the same draws, so an object's texture is the same with either
+        return second, pattern
 
     def render(
         self,
@@ -348,10 +431,14 @@ class Scenes:
         x: torch.Tensor,
         y: torch.Tensor,
         valid: torch.Tensor,
+        rgb: torch.Tensor | None = None,
+        texture: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> SceneBatch:
         """Draws given objects, (b, k) each, back to front (slot 0 at the bottom): colour, shape
         and size are indices into this generator's lists, x and y box centres as fractions of
-        the image side (y downwards); slots where `valid` is False draw nothing."""
+        the image side (y downwards); slots where `valid` is False draw nothing. `rgb` (b, k, 3)
+        gives the objects' colours (default: each colour index's, the middle of its band with
+        hues), `texture` (as `draw_texture` returns) patterns them (default: flat colours)."""
         b, k = valid.shape
         extent = self.size_values[size.clamp(min=0)]
         labels = torch.zeros(b, self.resolution, self.resolution, dtype=torch.long, device=self.device)
@@ -365,7 +452,9 @@ class Scenes:
             labels.masked_fill_(inside, s + 1)
         visibility = _visible_pixels(labels, k) / area.clamp(min=1)
         colour, shape = colour.clamp(min=0), shape.clamp(min=0)
-        images = _paint(labels, self.background_rgb, self.rgb[colour])
+        rgb = self.rgb[colour] if rgb is None else rgb
+        table = torch.cat([self.background_rgb.expand(b, 1, 3), rgb], dim=1)  # (b, k + 1, c)
+        images = _paint(labels, table, *(texture or ()))
 
         def mark(values, invalid):
             return torch.where(valid, values, invalid)
@@ -465,7 +554,7 @@ class Tetrominoes:
         corner = self.offsets[offset]  # (b, k, 2) top-left block (row, col)
         centre = (corner + self.extent[piece] / 2) / g  # (b, k, 2) fraction of the side
         return SceneBatch(
-            images=_paint(pixels, self.background_rgb, self.rgb[colour]),
+            images=_paint(pixels, torch.cat([self.background_rgb.expand(b, 1, 3), self.rgb[colour]], dim=1)),
             labels=pixels,
             shape=piece,
             colour=colour,
