@@ -203,28 +203,46 @@ def data_scenes_command(
     resolution: int = typer.Option(
         None, help="image side in pixels (default: 32; tetrominoes: a multiple of 7, default 35)"
     ),
+    set_: list[str] = typer.Option(
+        [],
+        "--set",
+        help="a scene key=value, as the experiments' data.* keys (bindbench list segregation): "
+        "min_objects, max_objects, sizes, colours, texture, distinct_colours, background, held_out",
+    ),
 ) -> None:
-    """Write multi-object scenes as PNGs and an .npz of instance labels and object attributes."""
+    """Write multi-object scenes as PNGs and an .npz of instance labels and object attributes.
+
+    The defaults are the segregation experiment's scenes (textured objects in continuous hues);
+    with the same keys the files hold the same distribution as the experiment's scenes."""
     import torch
 
-    from bindbench.tasks.scenes import Scenes, Tetrominoes, save_scenes
+    from bindbench.core.config import build_spec, parse_override
+    from bindbench.experiments.objects import setup
+    from bindbench.experiments.objects.segregation import SEGREGATION_SCENES
+    from bindbench.tasks.scenes import save_scenes
 
-    grid = 7  # the DeepMind Tetrominoes board: 7 x 7 blocks
-    if dataset == "tetrominoes":
-        resolution = 35 if resolution is None else resolution
-        if resolution < grid or resolution % grid:
-            raise SpecError(
-                f"--resolution {resolution}: tetrominoes need a multiple of {grid} (35 by default)"
-            )
-        generator = Tetrominoes(grid=grid, block=resolution // grid)
-    elif dataset == "scenes":
-        try:
-            generator = Scenes(32 if resolution is None else resolution)
-        except ValueError as err:
-            raise SpecError(f"--{err}") from None
-    else:
+    if dataset not in ("scenes", "tetrominoes"):
         raise SpecError(f"--dataset {dataset!r}: choose from scenes, tetrominoes")
-    batch = generator.sample(n, torch.Generator().manual_seed(seed))
+    base = SEGREGATION_SCENES.model_dump()
+    if dataset == "tetrominoes":  # the DeepMind set: 3 flat pieces on a 7 x 7 board of 5 px blocks
+        base = setup.SceneSpec(
+            dataset="tetrominoes", resolution=35, min_objects=3, max_objects=3
+        ).model_dump()
+    overrides = dict(parse_override(item) for item in set_)
+    overrides = {key.removeprefix("data."): value for key, value in overrides.items()}
+    if resolution is not None:
+        overrides["resolution"] = resolution
+    scenes = build_spec(setup.SceneSpec, base=base, overrides=overrides)
+    slots = setup.AutoencoderSpec(num_slots=scenes.max_objects + 1)
+    try:  # the experiments' own check: the same one-line errors for the same keys
+        setup.check(
+            setup.SlotsSpec(
+                data=scenes, model=slots, train=setup.SLOT_TRAIN.model_copy(update={"pixels": None})
+            )
+        )
+    except ValueError as err:
+        raise SpecError(str(err).replace("data.", "").splitlines()[0]) from None
+    batch = setup.make_scenes(scenes).sample(n, torch.Generator().manual_seed(seed))
     path = save_scenes(batch, out)
     console.print(f"wrote {n} PNGs and {path}")
 

@@ -276,3 +276,33 @@ def test_segmentation_scores_of_label_maps_by_hand():
     assert math.isclose(merged["ari"].item(), adjusted_rand_score([0, 1, 1, 2], [0, 3, 3, 3]), rel_tol=1e-6)
     assert math.isclose(merged["mbo"].item(), (2 / 3 + 1 / 3) / 2, rel_tol=1e-6)  # slot 3 vs each object
     assert math.isclose(merged["miou"].item(), (2 / 3 + 0) / 2, rel_tol=1e-6)  # one object is left unmatched
+
+
+def test_kmeans_on_colour_segments_flat_colour_scenes_exactly_and_is_seeded():
+    from bindbench.core.segmentation import kmeans_segmentation
+
+    labels = torch.zeros(2, 12, 12, dtype=torch.long)
+    labels[:, 2:6, 2:6], labels[:, 7:11, 3:9], labels[1, 0:3, 8:12] = 1, 2, 3
+    colours = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.2, 0.4, 1.0]])
+    images = colours[labels].permute(0, 3, 1, 2)
+    pred = kmeans_segmentation(images, 4)
+    assert fg_ari(labels, pred).tolist() == [1.0, 1.0]
+    assert adjusted_rand_score(labels[1].flatten(), pred[1].flatten()) == 1.0
+    assert torch.equal(pred, kmeans_segmentation(images, 4))
+    # colour alone cannot split two objects of one colour; with position the clusters are regions
+    two = torch.zeros(1, 12, 12, dtype=torch.long)
+    two[0, 0:4, 0:4], two[0, 8:12, 8:12] = 1, 2
+    red = colours[(two > 0).long()].permute(0, 3, 1, 2)
+    assert fg_ari(two, kmeans_segmentation(red, 3)).item() == 0.0
+    regions = kmeans_segmentation(red, 3, position=True)
+    assert sorted(regions.unique().tolist()) == [0, 1, 2] and not torch.equal(
+        regions, kmeans_segmentation(red, 3)
+    )
+
+
+def test_slot_of_object_matches_each_object_to_the_slot_that_covers_it():
+    from bindbench.core.segmentation import slot_of_object
+
+    true = torch.tensor([[[0, 1, 1, 2], [0, 1, 1, 2]]])  # (1, 2, 4): objects 1 and 2
+    pred = torch.tensor([[[3, 0, 0, 1], [3, 0, 0, 1]]])  # slot 0 covers object 1, slot 1 object 2
+    assert slot_of_object(true, pred, 3, 4).tolist() == [[0, 1, -1]]  # object 3 is absent

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from bindbench.core.config import get_path
@@ -105,6 +106,34 @@ def spread(values: list[float], signed: bool = False) -> str:
     if not len(values):
         return ""
     return f"{np.mean(values):{'+' if signed else ''}.3f} ± {np.std(values):.3f}"
+
+
+LABEL_COLOURS = {  # label maps: objects 1.. in the cycle colours, 0 black (true) or a colour (slots)
+    "objects": ListedColormap(["black", *[f"C{i}" for i in range(10)]]),
+    "slots": ListedColormap([f"C{i}" for i in range(10)]),
+}
+
+
+def picture_grid(
+    rows: list[list[tuple[list, str | None]]], columns: list[str], row_labels: list[str]
+) -> Figure:
+    """A grid of small pictures, one row per scene: each cell (picture, kind) is 8-bit colours
+    (h, w, 3) when kind is None, else a label map (h, w) drawn in LABEL_COLOURS[kind]."""
+    fig = Figure(figsize=(1.05 * len(columns), 1.15 * len(rows) + 0.4), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(len(rows), len(columns)))
+    for i, (row, label) in enumerate(zip(rows, row_labels)):
+        for ax, (picture, kind) in zip(axes[i], row):
+            if kind is None:
+                ax.imshow(np.asarray(picture) / 255, interpolation="nearest")
+            else:
+                cmap = LABEL_COLOURS[kind]
+                ax.imshow(np.asarray(picture), cmap=cmap, vmin=0, vmax=cmap.N - 1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[i, 0].set_ylabel(label, fontsize=7)
+    for ax, title in zip(axes[0], columns):
+        ax.set_title(title, fontsize=7)
+    return fig
 
 
 def curves_plot(runs: list[dict], metrics: list[str], swept: list[str]) -> Plot | None:

@@ -21,9 +21,14 @@ Conventions, in the words of the object-centric literature:
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
+from scipy.cluster.vq import kmeans2
 from scipy.optimize import linear_sum_assignment
+
+from bindbench.core.metrics import mutual_information
 
 
 def _check_label_maps(true_labels: torch.Tensor, pred_labels: torch.Tensor) -> None:
@@ -253,3 +258,62 @@ def segmentation_scores(
         "mbo": mean_best_overlap(true_masks, pred_masks),
         "miou": mean_iou(true_masks, pred_masks),
     }
+
+
+def kmeans_segmentation(
+    images: torch.Tensor, clusters: int, position: bool = False, seed: int = 0
+) -> torch.Tensor:
+    """Label maps (s, h, w) from k-means on each image's pixels alone: a segmenter with no object
+    prior, the floor a benchmark's scenes must keep a model above.
+
+    Each pixel is its colour (c values in [0, 1]), with `position` also its (y, x) in [0, 1];
+    scipy's `kmeans2` with k-means++ starts, seeded per image from (seed, image)."""
+    s, c, h, w = images.shape
+    pixels = images.detach().cpu().double().permute(0, 2, 3, 1).reshape(s, h * w, c).numpy()
+    if position:
+        y, x = np.meshgrid(np.linspace(0, 1, h), np.linspace(0, 1, w), indexing="ij")
+        where = np.broadcast_to(np.stack([y, x], -1).reshape(1, h * w, 2), (s, h * w, 2))
+        pixels = np.concatenate([pixels, where], axis=2)
+    labels = np.empty((s, h * w), dtype=np.int64)
+    for i, points in enumerate(pixels):
+        distinct, inverse = np.unique(points, axis=0, return_inverse=True)
+        if len(distinct) <= clusters:  # every distinct value its own cluster: what k-means reaches
+            labels[i] = inverse.reshape(-1)
+            continue
+        with warnings.catch_warnings():  # an empty cluster keeps its centre; that is fine here
+            warnings.simplefilter("ignore", UserWarning)
+            _, labels[i] = kmeans2(points, clusters, minit="++", seed=np.random.default_rng([seed, i]))
+    return torch.from_numpy(labels).view(s, h, w).to(images.device)
+
+
+def slot_of_object(true_labels: torch.Tensor, pred_labels: torch.Tensor, num_objects: int, num_slots: int):
+    """Each true object's slot, (s, num_objects) long, -1 where the object is absent or found no
+    slot: Hungarian matching (`match_masks`) of the objects 1..num_objects of the true label maps
+    (s, h, w) to the one-hot predicted label maps (argmax over num_slots slots)."""
+    true_masks = one_hot_masks(true_labels, num_objects + 1)[:, 1:]
+    return match_masks(true_masks, one_hot_masks(pred_labels, num_slots))
+
+
+def slot_information(
+    true_labels: torch.Tensor,
+    pred_labels: torch.Tensor,
+    num_slots: int,
+    attributes: dict[str, torch.Tensor],
+    generator: torch.Generator,
+) -> dict[str, float]:
+    """How much a slot's index says about the object it wins: for each attribute (s, objects)
+    of the objects 1..objects of the true label maps (s, h, w) (-1 where there is no object),
+    the mutual information in nats (`core.metrics.mutual_information`) between the slot matched
+    to each object (`slot_of_object`) and its attribute, as `slot_<name>_mi`; and the same with
+    every scene's slots shuffled by `generator` (CPU), `slot_<name>_mi_shuffled`: the value of
+    exchangeable slots, the estimator's upward bias at this many objects."""
+    num_objects = next(iter(attributes.values())).shape[1]
+    slot = slot_of_object(true_labels, pred_labels, num_objects, num_slots)  # (s, objects)
+    order = torch.rand(slot.shape[0], num_slots, generator=generator).argsort(1).to(slot.device)
+    shuffled = order.gather(1, slot.clamp(min=0))
+    scores = {}
+    for name, attribute in attributes.items():
+        found = (slot >= 0) & (attribute >= 0)
+        scores[f"slot_{name}_mi"] = mutual_information(slot[found], attribute[found])
+        scores[f"slot_{name}_mi_shuffled"] = mutual_information(shuffled[found], attribute[found])
+    return scores

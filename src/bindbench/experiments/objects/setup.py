@@ -26,6 +26,7 @@ from bindbench.tasks.binding import BindingTask
 from bindbench.tasks.scenes import Scenes, Tetrominoes
 
 TETROMINO_GRID = 7  # blocks per image side, as in the DeepMind dataset (7 x 5 px = 35 px)
+HUE_BANDS = 8  # continuous colours: the hue circle in as many bands as the palette has colours
 EVAL_CHUNK = 64  # evaluation scenes per forward pass
 BINDING_METRICS = ["accuracy_seen", "accuracy_held_out", "swap_seen", "swap_held_out"]
 # an autoencoder of about a second on one core: what the checks every experiment passes run
@@ -94,6 +95,12 @@ class SceneSpec(Spec):
         True,
         description="no two objects of a scene share a colour, so colour separates them (not tetrominoes)",
     )
+    colours: Literal["palette", "hue"] = Field(
+        "palette", description="8 palette colours, or continuous hues in 8 bands (not tetrominoes)"
+    )
+    texture: Literal["none", "objects", "all"] = Field(
+        "none", description="stripes or checks of two colours: none, on the objects, on all (background too)"
+    )
     held_out: float = Field(
         0.0,
         ge=0,
@@ -155,6 +162,8 @@ def make_scenes(data: SceneSpec, device: torch.device | str = "cpu") -> Scenes |
         background=data.background,
         held_out=data.held_out or None,
         distinct_colours=data.distinct_colours,
+        hues=HUE_BANDS if data.colours == "hue" else None,
+        texture=data.texture,
         device=device,
     )
 
@@ -179,10 +188,13 @@ def check(spec: SlotsSpec) -> None:
             )
         if data.held_out:
             raise ValueError(f"data.held_out={data.held_out}: tetrominoes have no held-out pairs")
-        if data.background != "black":
-            raise ValueError(f"data.background={data.background!r}: tetrominoes are drawn on black only")
         if data.max_objects > 3:  # each piece rules out up to 16 of the 36 places of the next
             raise ValueError(f"data.max_objects={data.max_objects}: at most 3 tetrominoes fit on the board")
+        flat = {"background": "black", "colours": "palette", "texture": "none"}
+        for key, value in flat.items():
+            if getattr(data, key) != value:
+                shown = f"data.{key}={getattr(data, key)!r}"
+                raise ValueError(f"{shown}: tetrominoes are drawn with {key}={value!r} only")
     if spec.model.num_slots < data.max_objects + 1:
         raise ValueError(
             f"model.num_slots={spec.model.num_slots} must be >= data.max_objects + 1 = {data.max_objects + 1}"
@@ -217,16 +229,33 @@ class EvaluationSet:
     labels: torch.Tensor  # (s, h, w): 0 background, 1..num_objects the objects
     noise: torch.Tensor  # (s, k, d)
     num_objects: int
+    colour: torch.Tensor  # (s, num_objects): colour index of the object of label o + 1, -1 if none
+    shape: torch.Tensor  # (s, num_objects)
 
 
-def evaluation_set(spec: SlotsSpec, device: torch.device | str = "cpu") -> EvaluationSet:
-    """The run's evaluation scenes, drawn on the CPU from a shared stream: the same on every
-    device and seed."""
-    draw = generator(None, "eval")
-    scenes = make_scenes(spec.data).sample(spec.eval_scenes, draw)
-    noise = torch.randn(spec.eval_scenes, spec.model.num_slots, spec.model.slot_dim, generator=draw)
+def evaluation_set(
+    spec: SlotsSpec,
+    device: torch.device | str = "cpu",
+    *index: int,
+    scenes: int | None = None,
+    data: SceneSpec | None = None,
+    slots: int | None = None,
+    split: str = "train",
+) -> EvaluationSet:
+    """Fixed scenes drawn on the CPU from a shared stream, the same on every device and seed:
+    the run's evaluation set, or with an `index` another shared set (the validation set, more
+    objects), of `scenes` scenes (default eval_scenes) of `data` (default spec.data), with noise
+    for `slots` initial slots (default model.num_slots)."""
+    draw = generator(None, "eval", *index)
+    data, count = data or spec.data, scenes or spec.eval_scenes
+    sampler = make_scenes(data)
+    drawn = sampler.sample(count, draw) if split == "train" else sampler.sample(count, draw, split)
+    noise = torch.randn(count, slots or spec.model.num_slots, spec.model.slot_dim, generator=draw)
     return EvaluationSet(
-        scenes.images.to(device), scenes.labels.to(device), noise.to(device), spec.data.max_objects
+        *(t.to(device) for t in (drawn.images, drawn.labels, noise)),
+        data.max_objects,
+        drawn.colour.to(device),
+        drawn.shape.to(device),
     )
 
 
@@ -274,12 +303,20 @@ def batch_sampler(spec: SlotsSpec, scenes, data: torch.Generator, noise: torch.G
     return sample_batch
 
 
-def train_autoencoder(spec: SlotsSpec, ctx):
-    """Trains the spec's autoencoder by reconstruction, scored on the evaluation set as it goes:
-    (model, its TrainResult, the EvaluationSet)."""
+def train_autoencoder(spec: SlotsSpec, ctx, also: dict[str, EvaluationSet] | None = None):
+    """Trains the spec's autoencoder by reconstruction, scored on the evaluation set as it goes
+    (and on the sets of `also`, their FG-ARI as `<name>_fg_ari`): (model, its TrainResult, the
+    EvaluationSet)."""
     device = ctx.device
     scenes = make_scenes(spec.data, device)
     ev = evaluation_set(spec, device)
+
+    def evaluate(m):
+        scores = score(m, ev)
+        for name, extra in (also or {}).items():
+            scores[f"{name}_fg_ari"] = score(m, extra)["fg_ari"]
+        return scores
+
     seed_init(spec.seed)
     model = make_model(spec.model, spec.data.resolution).to(device)
     data = generator(spec.seed, "data", device=device)
@@ -291,7 +328,7 @@ def train_autoencoder(spec: SlotsSpec, ctx):
         spec.train,
         sample_batch,
         reconstruction_loss,
-        lambda m: score(m, ev),
+        evaluate,
         ctx.on_eval,
     )
     return model, trained, ev
