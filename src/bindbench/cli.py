@@ -152,13 +152,16 @@ def _show_experiment(experiment) -> None:
 
 
 @app.command("report")
-def report_command(folder: Path = typer.Argument(..., help="an output folder of `bindbench run`")) -> None:
+def report_command(
+    folder: Path = typer.Argument(..., help="an output folder of `bindbench run`"),
+    figures: Path = typer.Option(None, help="also write every figure as FIGURES/<experiment>-<n>.png"),
+) -> None:
     """Rebuild report.html and report.json from a folder's run store."""
     import bindbench.experiments  # noqa: F401
     from bindbench.core.report import build_report
 
-    html_path, json_path = build_report(folder)
-    console.print(f"report: {html_path}\njson: {json_path}")
+    html_path, json_path = build_report(folder, figures)
+    console.print(f"report: {html_path}\njson: {json_path}" + (f"\nfigures: {figures}" if figures else ""))
 
 
 @app.command("export")

@@ -65,6 +65,11 @@ def test_report_rebuilds_from_the_store_alone(tmp_path, tiny):
     after = json.loads((folder / "report.json").read_text())
     assert after["experiments"] == before["experiments"]
     assert (folder / "report.html").stat().st_size > 1000
+    build_report(folder, figures=tmp_path / "figures")  # and every figure as a PNG file
+    count = len(after["experiments"][0]["figures"])
+    written = sorted(p.name for p in (tmp_path / "figures").iterdir())
+    assert written == sorted(f"composition-{n}.png" for n in range(1, count + 1))
+    assert all((tmp_path / "figures" / name).read_bytes()[:4] == b"\x89PNG" for name in written)
 
 
 def test_a_figure_s_summary_table_is_rendered_under_the_runs_table():

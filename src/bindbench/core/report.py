@@ -216,8 +216,10 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def build_report(folder: str | Path) -> tuple[Path, Path]:
-    """Writes `report.html` and `report.json` in `folder` from its store; returns both paths."""
+def build_report(folder: str | Path, figures: str | Path | None = None) -> tuple[Path, Path]:
+    """Writes `report.html` and `report.json` in `folder` from its store; returns both paths.
+    With `figures`, also every figure as `<figures>/<experiment>-<n>.png` (n from 1, in the
+    report's order), for a README or a paper."""
     folder = Path(folder)
     with open_store(folder) as store:
         meta = store.meta()
@@ -259,6 +261,11 @@ def build_report(folder: str | Path) -> tuple[Path, Path]:
         }
         report["experiments"].append(entry)
         sections.append((entry, [(p.title, _png(p.figure)) for p in plots]))
+    if figures is not None:
+        Path(figures).mkdir(parents=True, exist_ok=True)
+        for entry, pngs in sections:
+            for n, (_, png) in enumerate(pngs, 1):
+                (Path(figures) / f"{entry['name']}-{n}.png").write_bytes(base64.b64decode(png))
     json_path, html_path = folder / "report.json", folder / "report.html"
     _write_atomic(json_path, json.dumps(report, indent=1, default=str))
     _write_atomic(html_path, render_html(report, sections))

@@ -53,9 +53,10 @@ REFERENCE = {
 
 
 # The scenes segregation trains and scores on: 2-3 textured objects (two-colour stripes or
-# checks, continuous hues, repeats allowed) on a textured background, so that neither an
-# object's colour nor the background's separates it; the flat-palette scenes of the other
-# experiments are `data.texture=false data.colours=palette data.distinct_colours=true`.
+# checks, continuous hues, repeats allowed) on black, so that an object's colour does not
+# separate it (k-means on colour: FG-ARI 0.33 here, 1.00 on the palette scenes; README). The
+# palette scenes of the other experiments: `data.colours=palette data.texture=none
+# data.distinct_colours=true`.
 SEGREGATION_SCENES = SceneSpec(colours="hue", texture="objects", distinct_colours=False)
 
 
@@ -245,10 +246,13 @@ def scores_plot(runs: list[dict]) -> Plot | None:
         for r in done[g][:1]:
             if "floor_colour_fg_ari" in r["metrics"]:
                 floor_of.setdefault(repr(r["spec"]["data"]), r["metrics"])
+    # long names (recipes differing in several keys) are numbered on the axes, named in the table
+    numbered = any(len(g) > 40 for g in groups)
+    ticks = [f"#{i + 1}" if numbered else g for i, g in enumerate(groups)]
     fig = Figure(figsize=(3.0 + 1.3 * (len(groups) + 2) * len(PANELS) / 2, 3.6), layout="constrained")
     axes = fig.subplots(1, len(PANELS))
     for ax, (metric, title) in zip(axes, PANELS):
-        labels = [*groups]
+        labels = [*ticks]
         values = [_values(done[g], metric) for g in groups]
         for floor, floor_name in FLOORS.items() if metric != "slot_colour_mi" and floor_of else ():
             labels.append(floor_name.replace("k-means on ", "k-means\n"))
@@ -298,7 +302,12 @@ def scores_plot(runs: list[dict]) -> Plot | None:
             a: f"{cell(d, f'slot_{a}_mi')} ({cell(d, f'slot_{a}_mi_shuffled')})" for a in ("colour", "shape")
         }
         rows.append(
-            [g, len(d), cell(d, "fg_ari"), ", ".join(f"{v:.3f}" for v in _values(d, "fg_ari"))]
+            [
+                f"#{len(rows) + 1} {g}" if numbered else g,
+                len(d),
+                cell(d, "fg_ari"),
+                ", ".join(f"{v:.3f}" for v in _values(d, "fg_ari")),
+            ]
             + [", ".join(map(str, sorted(slots))) + merge, cell(d, "more_fg_ari"), mi["colour"], mi["shape"]]
             + [cell(d, "mbo"), cell(d, "mse"), cell(d, "val_fg_ari"), len(unfinished[g]), reference, source]
         )
