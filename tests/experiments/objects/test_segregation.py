@@ -353,6 +353,9 @@ def test_slot_order_is_the_colour_entropy_when_the_slot_is_the_colour_and_near_s
     # the truth's own order (depth order, independent of colour): information near the shuffled value
     ordered = slot_order(Oracle(ev.images, ev.labels, 4), ev)
     assert abs(ordered["slot_colour_mi"] - ordered["slot_colour_mi_shuffled"]) < 0.15
+    # place: the cell of a 3 x 3 grid holding each object's centre, from its box centre
+    centre = ev.place[ev.place >= 0]
+    assert centre.min() >= 0 and centre.max() <= 8 and len(centre.unique()) >= 5
 
 
 def test_a_run_scores_floors_more_objects_slot_order_held_out_pairs_and_test_iterations():
@@ -368,6 +371,7 @@ def test_a_run_scores_floors_more_objects_slot_order_held_out_pairs_and_test_ite
         "val_fg_ari_iters5",
         "slot_colour_mi",
         "slot_shape_mi_shuffled",
+        "slot_place_mi",
     } <= set(metrics)
     mlp = run(tiny_spec("model.kind=slot_mlp", "more_objects=null"), RunContext(torch.device("cpu"))).metrics
     assert "fg_ari_iters5" not in mlp and "more_fg_ari" not in mlp and "held_out_fg_ari" not in mlp

@@ -111,10 +111,10 @@ def check(spec: SegregationSpec) -> None:
 
 
 def slot_order(model, ev: EvaluationSet) -> dict[str, float]:
-    """The information of a slot's index about its object's colour and shape
-    (`core.segmentation.slot_information`), shuffled slots from a shared stream."""
+    """The information of a slot's index about its object's colour, shape and place (the cell
+    of a 3 x 3 grid; `core.segmentation.slot_information`), shuffled slots from a shared stream."""
     pred, _, num_slots = setup.segment(model, ev)
-    attributes = {"colour": ev.colour, "shape": ev.shape}
+    attributes = {"colour": ev.colour, "shape": ev.shape, "place": ev.place}
     return slot_information(ev.labels, pred, num_slots, attributes, generator(None, "eval", 4))
 
 
@@ -208,13 +208,15 @@ def _grouper(runs: list[dict]):
 
 
 FLOORS = {"colour": "k-means on colour", "colour_position": "k-means on colour + position"}
+ATTRIBUTES = ("colour", "shape", "place")  # what a slot's index may carry (slot_order)
 PANELS = (
     ("fg_ari", "FG-ARI, training's object counts"),
     ("more_fg_ari", "FG-ARI, more objects"),
-    ("slot_colour_mi", "slot index vs colour (nats)"),
+    ("slot_mi", "slot index vs the object's attribute (nats)"),
 )
 TABLE_COLUMNS = ["model", "seeds", "FG-ARI", "FG-ARI per seed", "more objects: slots", "FG-ARI"]
-TABLE_COLUMNS += ["slot-colour MI (shuffled)", "slot-shape MI (shuffled)", "mBO", "MSE", "validation FG-ARI"]
+TABLE_COLUMNS += ["slot-colour MI (shuffled)", "slot-shape MI (shuffled)", "slot-place MI (shuffled)"]
+TABLE_COLUMNS += ["mBO", "MSE", "validation FG-ARI"]
 TABLE_COLUMNS += ["diverged or failed", "published FG-ARI", "source"]
 
 
@@ -251,10 +253,10 @@ def scores_plot(runs: list[dict]) -> Plot | None:
     ticks = [f"#{i + 1}" if numbered else g for i, g in enumerate(groups)]
     fig = Figure(figsize=(3.0 + 1.3 * (len(groups) + 2) * len(PANELS) / 2, 3.6), layout="constrained")
     axes = fig.subplots(1, len(PANELS))
-    for ax, (metric, title) in zip(axes, PANELS):
+    for ax, (metric, _) in zip(axes, PANELS[:2]):  # FG-ARI, with the floors beside
         labels = [*ticks]
         values = [_values(done[g], metric) for g in groups]
-        for floor, floor_name in FLOORS.items() if metric != "slot_colour_mi" and floor_of else ():
+        for floor, floor_name in FLOORS.items() if floor_of else ():
             labels.append(floor_name.replace("k-means on ", "k-means\n"))
             key = f"{metric.removesuffix('fg_ari')}floor_{floor}_fg_ari"
             values.append([m[key] for m in floor_of.values() if key in m])
@@ -269,19 +271,23 @@ def scores_plot(runs: list[dict]) -> Plot | None:
                 ax.hlines(
                     REFERENCE[kind[g], dataset[g]][0], xi - 0.3, xi + 0.3, colors="grey", linestyles="--"
                 )
-            if metric == "slot_colour_mi":  # what shuffled slots score: the estimator's bias
-                shuffled = _values(done[g], "slot_colour_mi_shuffled")
-                ax.scatter([xi] * len(shuffled), shuffled, color="w", edgecolors="k", s=14, zorder=4)
+        ax.set_ylim(min(0.0, ax.get_ylim()[0]), 1.05)
+    ax = axes[2]  # slot order: the information about each attribute, and with slots shuffled
+    series = {a: [_values(done[g], f"slot_{a}_mi") for g in groups] for a in ATTRIBUTES}
+    positions = bars(ax, [t.replace(" (", "\n(") for t in ticks], series, dots=12)
+    for attribute, x in positions.items():  # what shuffled slots score: the estimator's bias
+        for xi, g in zip(x, groups):
+            shuffled = _values(done[g], f"slot_{attribute}_mi_shuffled")
+            ax.scatter([xi] * len(shuffled), shuffled, color="w", edgecolors="k", s=14, zorder=4)
+    ax.scatter([], [], color="w", edgecolors="k", s=14, label="slots shuffled")
+    ax.legend(fontsize=7, loc="upper right")
+    for ax, (_, title) in zip(axes, PANELS):
         ax.tick_params(axis="x", labelsize=6)
-        if metric != "slot_colour_mi":
-            ax.set_ylim(min(0.0, ax.get_ylim()[0]), 1.05)
         ax.set_title(title, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     axes[0].plot([], [], "k.", label="a seed")
     axes[0].plot([], [], "--", color="grey", label="published")
     axes[0].legend(fontsize=7, loc="upper right")
-    axes[-1].scatter([], [], color="w", edgecolors="k", s=14, label="slots shuffled")
-    axes[-1].legend(fontsize=7, loc="upper right")
 
     def cell(group: list[dict], metric: str) -> str:
         return spread(_values(group, metric))
@@ -298,9 +304,7 @@ def scores_plot(runs: list[dict]) -> Plot | None:
         }
         merge = "" if kind[g] == "slot_attention" else " (kept: must merge)"
         reference, source = REFERENCE.get((kind[g], dataset[g]), (None, ""))
-        mi = {
-            a: f"{cell(d, f'slot_{a}_mi')} ({cell(d, f'slot_{a}_mi_shuffled')})" for a in ("colour", "shape")
-        }
+        mi = {a: f"{cell(d, f'slot_{a}_mi')} ({cell(d, f'slot_{a}_mi_shuffled')})" for a in ATTRIBUTES}
         rows.append(
             [
                 f"#{len(rows) + 1} {g}" if numbered else g,
@@ -308,7 +312,13 @@ def scores_plot(runs: list[dict]) -> Plot | None:
                 cell(d, "fg_ari"),
                 ", ".join(f"{v:.3f}" for v in _values(d, "fg_ari")),
             ]
-            + [", ".join(map(str, sorted(slots))) + merge, cell(d, "more_fg_ari"), mi["colour"], mi["shape"]]
+            + [
+                ", ".join(map(str, sorted(slots))) + merge,
+                cell(d, "more_fg_ari"),
+                mi["colour"],
+                mi["shape"],
+                mi["place"],
+            ]
             + [cell(d, "mbo"), cell(d, "mse"), cell(d, "val_fg_ari"), len(unfinished[g]), reference, source]
         )
     for floor, floor_name in FLOORS.items() if floor_of else ():
@@ -316,10 +326,10 @@ def scores_plot(runs: list[dict]) -> Plot | None:
         more = [m[f"more_floor_{floor}_fg_ari"] for m in ms if f"more_floor_{floor}_fg_ari" in m]
         rows.append(
             [f"{floor_name} (no learning)", "", spread([m[f"floor_{floor}_fg_ari"] for m in ms]), ""]
-            + ["as Slot Attention" if more else "", spread(more), "", "", "", "", "", "", None, ""]
+            + ["as Slot Attention" if more else "", spread(more), "", "", "", "", "", "", "", None, ""]
         )
     data = {
-        g: {m: _values(done[g], m) for m in ("fg_ari", "more_fg_ari", "slot_colour_mi", "slot_shape_mi")}
+        g: {m: _values(done[g], m) for m in ("fg_ari", "more_fg_ari", *(f"slot_{a}_mi" for a in ATTRIBUTES))}
         for g in groups
     }
     table = {"columns": TABLE_COLUMNS, "rows": rows}

@@ -231,6 +231,7 @@ class EvaluationSet:
     num_objects: int
     colour: torch.Tensor  # (s, num_objects): colour index of the object of label o + 1, -1 if none
     shape: torch.Tensor  # (s, num_objects)
+    place: torch.Tensor  # (s, num_objects): the cell of a 3 x 3 grid that holds the object's centre
 
 
 def evaluation_set(
@@ -256,6 +257,9 @@ def evaluation_set(
         data.max_objects,
         drawn.colour.to(device),
         drawn.shape.to(device),
+        torch.where(
+            drawn.valid, (drawn.y * 3).long().clamp(max=2) * 3 + (drawn.x * 3).long().clamp(max=2), -1
+        ).to(device),
     )
 
 
