@@ -388,6 +388,9 @@ EXPERIMENT = register(
             # train side by side. See README for what each profile measured.
             "quick": {
                 "model.kind": ["slot_attention", "slot_mlp"],
+                # at 600 steps the full backward pass: validation FG-ARI 0.490 against 0.114
+                # with the implicit last iteration (seed 0; README)
+                "model.implicit": False,
                 "train.steps": 600,
                 "train.warmup_steps": 200,
                 "train.eval_every": 300,
