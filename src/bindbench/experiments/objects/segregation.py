@@ -280,7 +280,7 @@ def scores_plot(runs: list[dict]) -> Plot | None:
             shuffled = _values(done[g], f"slot_{attribute}_mi_shuffled")
             ax.scatter([xi] * len(shuffled), shuffled, color="w", edgecolors="k", s=14, zorder=4)
     ax.scatter([], [], color="w", edgecolors="k", s=14, label="slots shuffled")
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="upper left")
     for ax, (_, title) in zip(axes, PANELS):
         ax.tick_params(axis="x", labelsize=6)
         ax.set_title(title, fontsize=9)
