@@ -152,19 +152,25 @@ class SceneBatch:
 
 def _paint(
     labels: torch.Tensor,
-    table: torch.Tensor,
+    background: torch.Tensor,
+    rgb: torch.Tensor,
     second: torch.Tensor | None = None,
     pattern: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Images (b, 3, h, w): colour table[b, l] (b, k + 1, 3) wherever the label is l (0 the
-    background, s + 1 object slot s); with a texture, second[b, l] where pattern[b, l] (b, k + 1,
-    h, w) is True."""
-    rows = torch.arange(len(labels), device=labels.device)[:, None, None]
+    """Images (b, 3, h, w): the background colour (3,) at label 0, object colour rgb (b, k, 3) at
+    s + 1; with a texture, second[b, l] (b, k + 1, 3) where pattern[b, l] (b, k + 1, h, w) is True."""
+    b = len(labels)
+    table = torch.cat([background.expand(b, 1, 3), rgb], dim=1)  # (b, k + 1, c)
+    rows = torch.arange(b, device=labels.device)[:, None, None]
     images = table[rows, labels]  # (b, h, w, c)
     if pattern is not None:
         on = pattern.gather(1, labels[:, None]).squeeze(1)  # (b, h, w): the pattern of each pixel's owner
         images = torch.where(on[..., None], second[rows, labels], images)
     return images.permute(0, 3, 1, 2).contiguous()
+
+
+def _uniform(low: float, high: float, shape, generator: torch.Generator, device) -> torch.Tensor:
+    return low + (high - low) * torch.rand(shape, generator=generator, device=device)
 
 
 def hsv_to_rgb(hue: torch.Tensor, saturation: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
@@ -392,7 +398,7 @@ class Scenes:
         """Continuous colours (b, k, 3): a hue uniform in each object's band, saturation, value."""
 
         def uniform(low, high):
-            return low + (high - low) * torch.rand(colour.shape, generator=generator, device=self.device)
+            return _uniform(low, high, colour.shape, generator, self.device)
 
         hue = (colour + uniform(0.0, 1.0)) / self.hues
         return hsv_to_rgb(hue, uniform(*SATURATION), uniform(*VALUE))
@@ -403,7 +409,7 @@ class Scenes:
         shape, device = (b, self.max_objects + 1), self.device
 
         def uniform(low, high):
-            return low + (high - low) * torch.rand(shape, generator=generator, device=device)
+            return _uniform(low, high, shape, generator, device)
 
         hue, saturation, value = uniform(0.0, 1.0), uniform(*SATURATION), uniform(*VALUE)
         saturation[:, 0] = uniform(*BACKGROUND_SATURATION)[:, 0]  # the background's: dim and greyish
@@ -453,8 +459,7 @@ class Scenes:
         visibility = _visible_pixels(labels, k) / area.clamp(min=1)
         colour, shape = colour.clamp(min=0), shape.clamp(min=0)
         rgb = self.rgb[colour] if rgb is None else rgb
-        table = torch.cat([self.background_rgb.expand(b, 1, 3), rgb], dim=1)  # (b, k + 1, c)
-        images = _paint(labels, table, *(texture or ()))
+        images = _paint(labels, self.background_rgb, rgb, *(texture or ()))
 
         def mark(values, invalid):
             return torch.where(valid, values, invalid)
@@ -554,7 +559,7 @@ class Tetrominoes:
         corner = self.offsets[offset]  # (b, k, 2) top-left block (row, col)
         centre = (corner + self.extent[piece] / 2) / g  # (b, k, 2) fraction of the side
         return SceneBatch(
-            images=_paint(pixels, torch.cat([self.background_rgb.expand(b, 1, 3), self.rgb[colour]], dim=1)),
+            images=_paint(pixels, self.background_rgb, self.rgb[colour]),
             labels=pixels,
             shape=piece,
             colour=colour,
