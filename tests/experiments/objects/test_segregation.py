@@ -179,7 +179,7 @@ def test_tetrominoes_and_every_profile_resolve():
     in_suite = [j.spec for j in make_plan().jobs if j.experiment.name == "segregation"]  # the default suite
     assert sorted(spec.model.kind for spec in in_suite) == ["slot_attention", "slot_mlp"]
     assert all(spec.data == in_suite[0].data and spec.seed == in_suite[0].seed for spec in in_suite)
-    assert len(make_plan("segregation", profile="full").jobs) == 6
+    assert len(make_plan("segregation", profile="full").jobs) == 10
     assert len(make_plan("segregation", profile="paper").jobs) == 10
 
 
