@@ -155,12 +155,18 @@ def _show_experiment(experiment) -> None:
 def report_command(
     folder: Path = typer.Argument(..., help="an output folder of `bindbench run`"),
     figures: Path = typer.Option(None, help="also write every figure as FIGURES/<experiment>-<n>.png"),
+    markdown: bool = typer.Option(False, "--markdown", help="print the claims and summary tables as Markdown"),
 ) -> None:
     """Rebuild report.html and report.json from a folder's run store."""
-    import bindbench.experiments  # noqa: F401
-    from bindbench.core.report import build_report
+    import json
 
-    html_path, json_path = build_report(folder, figures)
+    import bindbench.experiments  # noqa: F401
+    from bindbench.core import report
+
+    html_path, json_path = report.build_report(folder, figures)
+    if markdown:
+        print(report.markdown(json.loads(json_path.read_text())))
+        return
     console.print(f"report: {html_path}\njson: {json_path}" + (f"\nfigures: {figures}" if figures else ""))
 
 

@@ -41,8 +41,10 @@ def test_a_tiny_run_writes_a_self_contained_report_whose_html_and_json_agree(tmp
 
     (entry,) = report["experiments"]
     assert entry["columns"][:2] == ["run", "status"] and "ood_r2" in entry["columns"]
-    assert parser.rows[0] == entry["columns"]
-    assert parser.rows[1:] == [[format_cell(v) for v in row] for row in entry["rows"]]
+    claims = 1 + len(report["claims"])  # the page opens with the claims, and the section repeats them
+    assert parser.rows[0] == ["experiment", "claim", "anchor", "verdict", "measured"]
+    assert parser.rows[2 * claims] == entry["columns"]
+    assert parser.rows[2 * claims + 1 :] == [[format_cell(v) for v in row] for row in entry["rows"]]
     ood = entry["columns"].index("ood_r2")
     assert all(isinstance(row[ood], float) for row in entry["rows"])
     titles = [f["title"] for f in entry["figures"]]
@@ -104,3 +106,50 @@ def test_a_list_valued_setting_is_grouped_on_like_any_other():
     ]
     (plot,) = sweep_plots(runs, "score", ["width", "grid"])
     assert list(plot.data) == ["grid=(1e-05, 0.0001)"]
+
+
+def test_the_page_opens_with_every_claim_and_its_verdict_linked_to_its_section():
+    from bindbench.core.report import render_html
+
+    claim = {"claim": "c", "sentence": "A beats B", "anchor": "0.9 vs 0.6 (paper)", "verdict": "not held"}
+    claim |= {"numbers": {"difference": -0.1}, "detail": "A 0.5 is not above B 0.6"}
+    entry = {"name": "x", "title": "X", "counts": {"done": 1}, "columns": ["run"], "rows": [], "figures": []}
+    entry["claims"] = [claim]
+    report = {"title": "t", "created": "now", "meta": {}, "claims": [{"experiment": "x", **claim}], "experiments": [entry]}
+    page = render_html(report, [(entry, [])])
+    parser = _Tables()
+    parser.feed(page)
+    assert parser.rows[:2] == [
+        ["experiment", "claim", "anchor", "verdict", "measured"],
+        ["x", "A beats B", "0.9 vs 0.6 (paper)", "not held", "A 0.5 is not above B 0.6"],
+    ]
+    assert page.index("<h2>Claims</h2>") < page.index("<h2 id='x'>")
+    assert "href='#x'" in page and "class='verdict-not-held'" in page
+
+
+def _markdown_tables(text: str) -> list[list[list[str]]]:
+    """The tables of a Markdown text, as rows of cells (the |---| line dropped)."""
+    tables, current = [], None
+    for line in text.splitlines():
+        if line.startswith("|"):
+            if current is None:
+                current = []
+                tables.append(current)
+            if not line.startswith("|---"):
+                current.append([c.strip() for c in line.strip("|").split(" | ")])
+        else:
+            current = None
+    return tables
+
+
+def test_markdown_gives_the_claims_and_the_tables_of_the_report_cell_for_cell(tmp_path, tiny, capsys):
+    from bindbench.cli import main
+
+    folder = run("composition", sets=[*tiny, "model.width=[4,8]"], out=tmp_path / "r")
+    capsys.readouterr()
+    assert main(["report", str(folder), "--markdown"]) == 0
+    claims, runs = _markdown_tables(capsys.readouterr().out)
+    report = json.loads((folder / "report.json").read_text())
+    assert claims[1:] == [[c["experiment"], c["claim"], c["verdict"], c["detail"]] for c in report["claims"]]
+    (entry,) = report["experiments"]
+    assert runs == [entry["columns"], *[[format_cell(v) for v in row] for row in entry["rows"]]]

@@ -1,9 +1,12 @@
 """The checks every registered experiment passes, in the spirit of scikit-learn's common
 estimator checks: an experiment gets them by being registered (with its `tiny` overrides)."""
 
+import json
+
 import pytest
 
 from bindbench.cli import main
+from bindbench.core.claims import HELD, NOT_HELD, NOT_MEASURED
 from bindbench.core.config import build_spec, run_id
 from bindbench.core.executor import execute
 from bindbench.core.plan import Job
@@ -60,6 +63,14 @@ def test_every_experiment_has_a_tiny_spec_and_profiles(name):
     assert "quick" in experiment.profiles and experiment.metrics
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_every_experiment_says_what_it_claims_and_against_which_figure(name):
+    claims = EXPERIMENTS[name].claims
+    assert claims, f"{name} declares no claim"
+    assert len({c.name for c in claims}) == len(claims)
+    assert all(c.sentence and c.anchor for c in claims)
+
+
 def test_the_tiny_run_finishes_with_its_headline_metric(ran):
     job, _, (run, _) = ran
     assert run["status"] == "done", run.get("error")
@@ -82,6 +93,10 @@ def test_the_report_builds_from_the_stored_resolved_spec(ran):
     job, folder, _ = ran
     html, json_path = build_report(folder)
     assert job.experiment.title in html.read_text() and json_path.exists()
+    # every claim is judged on the stored run, whatever a tiny run can show
+    report = json.loads(json_path.read_text())
+    assert [c["claim"] for c in report["claims"]] == [c.name for c in job.experiment.claims]
+    assert {c["verdict"] for c in report["claims"]} <= {HELD, NOT_HELD, NOT_MEASURED}
 
 
 @pytest.mark.parametrize("name", NAMES)

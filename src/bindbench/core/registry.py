@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bindbench.core.claims import Claim
 from bindbench.core.config import Spec, SpecError
 
 PROFILES = ("quick", "full", "paper")
@@ -34,7 +35,8 @@ class Experiment:
     `check` validates a resolved spec before anything runs (e.g. an impossible split).
     `columns` are the spec keys the report's table shows; `metrics` the result columns,
     the first of which is the headline (plotted against swept settings).
-    `plots(runs) -> [report.Plot]` adds experiment-specific figures to the report.
+    `plots(runs) -> [report.Plot]` adds experiment-specific figures to the report, and
+    `claims` (core.claims.Claim) say what it tests, each checked on the stored runs.
     `run_group(specs, ctx) -> [RunResult]` trains runs with equal `group_key(spec)` together
     as one vectorized ensemble, each result equal to what `run` would give alone;
     `step_flops(spec)` (training FLOPs of one step) lets the executor stack only where
@@ -55,6 +57,7 @@ class Experiment:
     group_key: Callable[[Spec], str] | None = None
     step_flops: Callable[[Spec], float] | None = None
     tiny: dict[str, Any] = field(default_factory=dict)
+    claims: tuple[Claim, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
+from bindbench.core.claims import judge
 from bindbench.core.config import get_path
 from bindbench.core.registry import EXPERIMENTS
 from bindbench.core.store import open_store
@@ -231,6 +232,7 @@ def build_report(folder: str | Path, figures: str | Path | None = None) -> tuple
         "title": f"BindBench: {meta.get('target', folder.name)} ({meta.get('profile', '?')})",
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "meta": meta,
+        "claims": [],
         "experiments": [],
     }
     sections = []
@@ -248,11 +250,14 @@ def build_report(folder: str | Path, figures: str | Path | None = None) -> tuple
         if experiment is not None and experiment.plots is not None:
             plots += experiment.plots(mine)
         counts = {s: sum(r["status"] == s for r in mine) for s in ("done", "diverged", "failed", "running")}
+        claims = [judge(claim, mine) for claim in (experiment.claims if experiment else ())]
+        report["claims"] += [{"experiment": name, **claim} for claim in claims]
         entry = {
             "name": name,
             "title": experiment.title if experiment else name,
             "swept": swept,
             "counts": counts,
+            "claims": claims,
             "columns": table["columns"],
             "rows": table["rows"],
             "figures": [
@@ -272,12 +277,40 @@ def build_report(folder: str | Path, figures: str | Path | None = None) -> tuple
     return html_path, json_path
 
 
+def _markdown_table(columns: list, rows: list) -> list[str]:
+    def cell(value: Any) -> str:
+        return format_cell(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(c) for c in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def markdown(report: dict) -> str:
+    """The report's claims and each experiment's summary tables (its runs table where it has
+    none) as Markdown, for a README: the numbers the page shows, cell for cell."""
+    lines = [f"# {report['title']}", "", f"`{report['meta'].get('command', '')}`", ""]
+    if report.get("claims"):
+        lines += ["## Claims", ""]
+        rows = [[c["experiment"], c["claim"], c["verdict"], c["detail"]] for c in report["claims"]]
+        lines += _markdown_table(["experiment", "claim", "verdict", "measured"], rows)
+    for entry in report["experiments"]:
+        lines += [f"## {entry['title']} (`{entry['name']}`)", ""]
+        tables = [(f["title"], f["table"]) for f in entry["figures"] if "table" in f]
+        for title, table in tables or [("runs", {"columns": entry["columns"], "rows": entry["rows"]})]:
+            lines += [f"{title}:", ""] + _markdown_table(table["columns"], table["rows"])
+    return "\n".join(lines)
+
+
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:1em 0}
 th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f3f3f3} td.text{text-align:left}
 .status-failed,.status-diverged{color:#b00}.status-running{color:#a60}
+.verdict-held{color:#070;font-weight:600}.verdict-not-held{color:#b00;font-weight:600}
+.verdict-not-measured{color:#777}
+table.claims td{max-width:28em}
 figure{display:inline-block;margin:0.5em}figcaption{font-size:13px;color:#555}
 code{background:#f3f3f3;padding:1px 4px}
 """
@@ -300,6 +333,30 @@ def _table_html(columns: list, rows: list, css_class: str) -> list[str]:
     return parts
 
 
+def _claims_html(claims: list[dict], link: bool) -> list[str]:
+    """A table of claims: the sentence, its anchor, the verdict and the numbers behind it (with
+    `link`, the experiment's name linking to its section)."""
+    esc = html.escape
+    head = ["experiment"] if link else []
+    parts = [
+        "<table class='claims'><tr>"
+        + "".join(f"<th>{c}</th>" for c in [*head, "claim", "anchor", "verdict", "measured"])
+        + "</tr>"
+    ]
+    for claim in claims:
+        cells = [f"<a href='#{esc(claim['experiment'])}'>{esc(claim['experiment'])}</a>"] if link else []
+        verdict = claim["verdict"]
+        cells += [
+            esc(claim["sentence"]),
+            esc(claim["anchor"]),
+            f"<span class='verdict-{'-'.join(verdict.split()[:2])}'>{esc(verdict)}</span>",
+            esc(claim["detail"]),
+        ]
+        parts.append("<tr>" + "".join(f"<td class='text'>{c}</td>" for c in cells) + "</tr>")
+    parts.append("</table>")
+    return parts
+
+
 def render_html(report: dict, sections: list[tuple[dict, list[tuple[str, str]]]]) -> str:
     esc = html.escape
     meta = report["meta"]
@@ -310,11 +367,17 @@ def render_html(report: dict, sections: list[tuple[dict, list[tuple[str, str]]]]
         f"<p>Command: <code>{esc(meta.get('command', ''))}</code><br>",
         f"Device: {esc(str(meta.get('device', '')))} &middot; created {esc(report['created'])}</p>",
     ]
+    if report.get("claims"):
+        parts.append("<h2>Claims</h2>")
+        parts += _claims_html(report["claims"], link=True)
     for entry, figures in sections:
         counts = ", ".join(f"{n} {s}" for s, n in entry["counts"].items() if n)
         parts.append(
-            f"<h2>{esc(entry['title'])}</h2><p>experiment <code>{esc(entry['name'])}</code>: {counts}</p>"
+            f"<h2 id='{esc(entry['name'])}'>{esc(entry['title'])}</h2>"
+            f"<p>experiment <code>{esc(entry['name'])}</code>: {counts}</p>"
         )
+        if entry.get("claims"):
+            parts += _claims_html(entry["claims"], link=False)
         parts += _table_html(entry["columns"], entry["rows"], "runs")
         for figure in entry["figures"]:
             if "table" in figure:

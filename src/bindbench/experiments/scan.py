@@ -18,6 +18,7 @@ import torch
 from matplotlib.figure import Figure
 from pydantic import Field, model_validator
 
+from bindbench.core.claims import Claim, beyond, every, in_every, per_setting, values
 from bindbench.core.config import Spec
 from bindbench.core.registry import Experiment, RunResult, register
 from bindbench.core.report import Plot, bars
@@ -252,6 +253,38 @@ def plots(runs: list[dict]) -> list[Plot]:
     return [p for p in (accuracy_plot(runs), length_plot(runs)) if p is not None]
 
 
+def _split_claim(splits: dict[str, tuple[float, bool]]):
+    """check(runs): the mean exact match of each split at or above (True) or below its bound,
+    per model and any other setting that varies."""
+
+    def one(part: list[dict]):
+        return every(
+            {
+                split: beyond(values(part, "exact_match", split=split), bound, f"{split} exact match", above)
+                for split, (bound, above) in splits.items()
+            }
+        )
+
+    return lambda runs: in_every(per_setting(runs, ["split"]), one)
+
+
+CLAIMS = (
+    Claim(
+        "random_split",
+        "A seq2seq model learns SCAN's random split: exact match at least 0.9 on simple",
+        "99.7% exact match, overall-best RNN (Lake & Baroni 2018)",
+        _split_claim({"simple": (0.9, True)}),
+    ),
+    Claim(
+        "systematic_splits",
+        "It fails where the test needs new compositions or longer outputs: exact match below "
+        "0.25 on add-jump and on length",
+        "0.08% on add-jump, 13.8% on length, overall-best RNN (Lake & Baroni 2018)",
+        _split_claim({"addprim_jump": (0.25, False), "length": (0.25, False)}),
+    ),
+)
+
+
 EXPERIMENT = register(
     Experiment(
         name="scan",
@@ -298,5 +331,6 @@ EXPERIMENT = register(
             "train.warmup_steps": 0,
             "eval_subset": 16,
         },
+        claims=CLAIMS,
     )
 )

@@ -17,6 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from pydantic import Field, model_validator
 
+from bindbench.core.claims import HELD, NOT_HELD, NOT_MEASURED, Claim, Verdict
 from bindbench.core.config import Spec
 from bindbench.core.registry import Experiment, RunResult, register
 from bindbench.core.report import Plot
@@ -145,6 +146,38 @@ def width_plot(runs: list[dict]) -> Plot | None:
     return Plot("minimal width against modules", fig, data)
 
 
+def _about_linear(runs: list[dict]) -> Verdict:
+    """The power law's exponent over the mean minimal width per M at most 1.5, every search reached."""
+    by_m = defaultdict(list)
+    for r in runs:
+        by_m[r["spec"]["task"]["num_modules"]].append(r["metrics"].get("min_width") if r["metrics"].get("reached") == 1.0 else None)
+    missed = sorted(m for m, widths in by_m.items() if None in widths)
+    reached = {m: w for m, w in by_m.items() if None not in w}
+    if len(reached) < 2:
+        return Verdict(NOT_MEASURED, {}, f"minimal widths at {len(reached)} values of M; 2 needed")
+    modules = sorted(reached)
+    means = [float(np.mean(reached[m])) for m in modules]
+    _, b = power_law(modules, means)
+    numbers = {"exponent": b, **{f"mean minimal width at M={m}": w for m, w in zip(modules, means)}}
+    shown = ", ".join(f"{w:.0f}" for w in means)
+    if missed:
+        numbers["M without a width"] = len(missed)
+        return Verdict(NOT_HELD, numbers, f"no width reached the threshold at M = {missed}")
+    held = b <= 1.5
+    return Verdict(HELD if held else NOT_HELD, numbers, f"widths {shown} at M = {modules}: exponent {b:.2f} ({'<=' if held else '>'} 1.5)")
+
+
+CLAIMS = (
+    Claim(
+        "linear_in_modules",
+        "The smallest width that generalizes grows about linearly in the number of modules M, "
+        "not exponentially: the exponent b of width = a M^b at most 1.5",
+        "a number of neurons linear in M suffices (Redhardt, Akram & Schug 2025, a theorem)",
+        _about_linear,
+    ),
+)
+
+
 def plots(runs: list[dict]) -> list[Plot]:
     plot = width_plot(runs)
     return [plot] if plot is not None else []
@@ -208,5 +241,6 @@ EXPERIMENT = register(
             "max_width": 8,
             "refinements": 0,
         },
+        claims=CLAIMS,
     )
 )

@@ -18,6 +18,19 @@ from matplotlib.figure import Figure
 from pydantic import Field
 from scipy import stats
 
+from bindbench.core.claims import (
+    HELD,
+    NOT_HELD,
+    NOT_MEASURED,
+    Claim,
+    Verdict,
+    beyond,
+    every,
+    in_every,
+    per_setting,
+    rises_with,
+    values,
+)
 from bindbench.core.config import get_path
 from bindbench.core.metrics import r2_score
 from bindbench.core.probes import capture, features, r2_per_target, ridge_fit
@@ -219,6 +232,71 @@ def with_controls(main: dict, controls_at: float) -> list[dict]:
     return [main, {**main, "task.frac_ood": controls_at, "task.support": CONTROLS}]
 
 
+def _support(runs: list[dict], support: str) -> list[dict]:
+    return [r for r in runs if r["spec"]["task"]["support"] == support]
+
+
+def _control_fails(support: str):
+    """check(runs): the control's mean OOD R² below 0.5 at every width it was trained at."""
+
+    def one(part: list[dict]) -> Verdict:
+        widths = sorted({r["spec"]["model"]["width"] for r in part})
+        return every(
+            {
+                f"width {w}": beyond(values(part, "ood_r2", model__width=w), 0.5, f"OOD R² at width {w}", above=False)
+                for w in widths
+            }
+        )
+
+    def check(runs: list[dict]) -> Verdict:
+        mine = _support(runs, support)
+        if not mine:
+            return Verdict(NOT_MEASURED, {}, f"no finished {support} run")
+        return in_every(per_setting(mine, ["model.width"]), one)
+
+    return check
+
+
+def _decodability_goes_with_ood(runs: list[dict]) -> Verdict:
+    done = [r for r in _support(runs, "random") if "decodability_r2" in r["metrics"] and "ood_r2" in r["metrics"]]
+    if len(done) < 4:
+        return Verdict(NOT_MEASURED, {}, f"{len(done)} random-support runs with both figures; 4 needed")
+    rho = float(stats.spearmanr(values(done, "decodability_r2"), values(done, "ood_r2")).statistic)
+    held = rho >= 0.5
+    detail = f"Spearman rho {rho:.3f} over {len(done)} runs ({'>=' if held else '<'} 0.5)"
+    return Verdict(HELD if held else NOT_HELD, {"spearman": rho, "runs": len(done)}, detail)
+
+
+ANCHOR = "Redhardt, Akram & Schug 2025 (curve values not retrieved; research note scaling-compgen)"
+CLAIMS = (
+    Claim(
+        "width",
+        "OOD R² rises with width at every coverage (random support)",
+        ANCHOR,
+        lambda runs: rises_with(_support(runs, "random"), "ood_r2", "model.width"),
+    ),
+    Claim(
+        "non_compositional_fails",
+        "A support that never trains one module fails at every width: OOD R² below 0.5",
+        ANCHOR,
+        _control_fails("non_compositional"),
+    ),
+    Claim(
+        "disconnected_fails",
+        "A support of two disconnected groups of modules fails at every width: OOD R² below 0.5",
+        ANCHOR,
+        _control_fails("pseudo_random_disconnected"),
+    ),
+    Claim(
+        "decodability",
+        "Where networks generalize, the constituents are decodable: decodability R² of z "
+        "(last hidden layer, OOD) goes with OOD R² across runs, Spearman rho at least 0.5",
+        ANCHOR,
+        _decodability_goes_with_ood,
+    ),
+)
+
+
 EXPERIMENT = register(
     Experiment(
         name="scaling",
@@ -270,5 +348,6 @@ EXPERIMENT = register(
         columns=("model.width", "model.depth", "task.frac_ood", "task.support", "seed"),
         metrics=("ood_r2", "decodability_r2", "id_r2", "task_spearman", "train_loss"),
         tiny={**TINY, "probe_tasks": 64},
+        claims=CLAIMS,
     )
 )

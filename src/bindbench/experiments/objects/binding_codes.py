@@ -23,6 +23,7 @@ import torch
 from matplotlib.figure import Figure
 from pydantic import Field
 
+from bindbench.core.claims import HELD, NOT_HELD, NOT_MEASURED, Claim, Verdict, beyond, every, rises_with, values
 from bindbench.core.config import Spec
 from bindbench.core.registry import Experiment, RunResult, register
 from bindbench.core.report import Plot
@@ -207,6 +208,53 @@ def crosstalk(objects: tuple[int, ...], dims: tuple[int, ...]) -> list[dict]:
     ]
 
 
+def _bag_at_chance(runs: list[dict]) -> Verdict:
+    bag = [r for r in runs if r["spec"]["code"]["kind"] == "bag"]
+    found = values(bag, "swap_seen") + values(bag, "swap_held_out")
+    if not found:
+        return Verdict(NOT_MEASURED, {}, "no finished bag-of-features run")
+    worst = max(abs(v - 0.5) for v in found)
+    numbers = {"swap accuracies": len(found), "largest distance from 0.5": worst}
+    held = worst < 1e-9
+    return Verdict(HELD if held else NOT_HELD, numbers, f"{len(found)} swap accuracies, at most {worst:.2g} from 0.5")
+
+
+def _unbinding_exact(runs: list[dict]) -> Verdict:
+    mine = [r for r in runs if r["spec"]["code"]["kind"] == "tpr_orthonormal" and r["spec"]["code"]["readout"] == "unbind"]
+    return every({m: beyond(values(mine, m), 1.0, m) for m in ("accuracy_held_out", "swap_held_out")})
+
+
+def _crosstalk(runs: list[dict]) -> Verdict:
+    mine = [r for r in runs if r["spec"]["code"]["kind"] == "tpr_random" and r["spec"]["code"]["readout"] == "unbind"]
+    return rises_with(mine, "accuracy_seen", "code.role_dim")
+
+
+CLAIMS = (
+    Claim(
+        "bag_loses_binding",
+        "A bag of features loses the binding: swapped sets get the same code, so swap accuracy "
+        "is 0.5 exactly, whatever the readout",
+        "the superposition catastrophe (Greff et al. 2020, section 4.2); an argument, no figure",
+        _bag_at_chance,
+    ),
+    Claim(
+        "orthonormal_roles_keep_it",
+        "A tensor product with orthonormal roles keeps it: unbinding answers every query and "
+        "swap, held-out colour-shape pairs included (accuracy 1)",
+        "exact unbinding with orthonormal roles (Smolensky 1990); no figure",
+        _unbinding_exact,
+    ),
+    Claim(
+        "random_roles_crosstalk",
+        "Random roles add cross-talk: unbinding accuracy rises with the roles' dimension at "
+        "every number of objects",
+        "cross-talk of random (non-orthogonal) roles falls with their dimension (Smolensky "
+        "1990; Plate 1995); no figure",
+        _crosstalk,
+    ),
+)
+
+
 QUICK = {"train.steps": 1000, "train.eval_every": 1000, "eval_items": 500}
 
 EXPERIMENT = register(
@@ -227,5 +275,6 @@ EXPERIMENT = register(
         columns=("code.kind", "code.readout", "code.role_dim", "seed"),
         metrics=(*BINDING_METRICS, "code_dim"),
         tiny={"train.steps": 20, "train.batch_size": 16, "train.eval_every": 10, "eval_items": 100},
+        claims=CLAIMS,
     )
 )

@@ -28,6 +28,7 @@ import torch
 from matplotlib.figure import Figure
 from pydantic import Field
 
+from bindbench.core.claims import Claim, Verdict, exceeds, in_every, per_setting, values
 from bindbench.core.config import flatten
 from bindbench.core.registry import Experiment, RunResult, register
 from bindbench.core.report import Plot, bars, picture_grid, spread
@@ -369,6 +370,80 @@ def picture_plots(runs: list[dict]) -> list[Plot]:
     return plots
 
 
+# ----------------------------------------------------------------------------- claims
+
+
+def _model_above(metric: str, high: str, low: str, what: str):
+    """check(runs): `metric` of model `high` above model `low` by more than the seed spread,
+    wherever the runs differ in nothing else."""
+
+    def check(runs: list[dict]) -> Verdict:
+        def one(part: list[dict]) -> Verdict:
+            names = {"slot_attention": "Slot Attention", "slot_mlp": "Slot MLP"}
+            a = values(part, metric, model__kind=high)
+            b = values(part, metric, model__kind=low)
+            return exceeds(a, b, f"{names[high]} {what}", f"{names[low]} {what}")
+
+        return in_every(per_setting(runs, ["model.kind"]), one)
+
+    return check
+
+
+def _above_floor(runs: list[dict]) -> Verdict:
+    def one(part: list[dict]) -> Verdict:
+        model = values(part, "fg_ari", model__kind="slot_attention")
+        floor = values(part, "floor_colour_fg_ari", model__kind="slot_attention")
+        return exceeds(model, floor, "Slot Attention FG-ARI", "k-means on colour")
+
+    return in_every(per_setting(runs, ["model.kind"]), one)
+
+
+CLAIMS = (
+    Claim(
+        "objects",
+        "Slot Attention segments objects better than the slot-free Slot MLP: FG-ARI above it "
+        "by more than the seed spread",
+        "FG-ARI 0.913 against 0.603 on Multi-dSprites (Locatello et al. 2020, Table 1)",
+        _model_above("fg_ari", "slot_attention", "slot_mlp", "FG-ARI"),
+    ),
+    Claim(
+        "no_colour_shortcut",
+        "The scenes test segregation, not colour: Slot Attention's FG-ARI is above k-means on "
+        "pixel colour by more than its seed spread",
+        "colour clustering solves the classic multi-object sets (ClevrTex, Karazija et al. "
+        "2021); k-means scores 1.000 on BindBench's palette scenes",
+        _above_floor,
+    ),
+    Claim(
+        "more_objects",
+        "With more slots, Slot Attention segments more objects than it was trained on better "
+        "than the Slot MLP, whose slot count is fixed",
+        "trained on CLEVR6 with 7 slots, evaluated on CLEVR10 with 11 (Locatello et al. 2020)",
+        _model_above("more_fg_ari", "slot_attention", "slot_mlp", "more-objects FG-ARI"),
+    ),
+    Claim(
+        "exchangeable_slots",
+        "Slot Attention's slots are exchangeable: a slot's index tells less about its object "
+        "(colour, shape and place, nats above shuffled slots, summed) than the Slot MLP's do",
+        "Slot Attention is permutation-equivariant in its slots by construction (Locatello et "
+        "al. 2020); no published figure",
+        lambda runs: _model_above("slot_order", "slot_mlp", "slot_attention", "slot-order information")(
+            [_with_slot_order(r) for r in runs]
+        ),
+    ),
+)
+
+
+def _with_slot_order(run: dict) -> dict:
+    """The run with `slot_order`: its slots' information about colour, shape and place above the
+    shuffled-slot level, summed (absent where a run lacks one of them)."""
+    m = run["metrics"]
+    keys = [(f"slot_{a}_mi", f"slot_{a}_mi_shuffled") for a in ("colour", "shape", "place")]
+    if all(k in m for pair in keys for k in pair):
+        m = {**m, "slot_order": sum(m[mi] - m[shuffled] for mi, shuffled in keys)}
+    return {**run, "metrics": m}
+
+
 def plots(runs: list[dict]) -> list[Plot]:
     scores = scores_plot(runs)
     return ([scores] if scores is not None else []) + picture_plots(runs)
@@ -439,5 +514,6 @@ EXPERIMENT = register(
         columns=("model.kind", "data.dataset", "seed"),
         metrics=("fg_ari", "ari", "mbo", "miou", "mse", "train_loss"),
         tiny={**TINY_SLOTS, "pictures": 1},
+        claims=CLAIMS,
     )
 )

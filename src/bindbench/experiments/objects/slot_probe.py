@@ -14,6 +14,7 @@ import torch
 from matplotlib.figure import Figure
 from pydantic import Field
 
+from bindbench.core.claims import Claim, beyond, values
 from bindbench.core.probes import logistic_fit, matched_slots
 from bindbench.core.registry import Experiment, RunResult, register
 from bindbench.core.report import Plot, bars, spread
@@ -28,6 +29,7 @@ from bindbench.experiments.objects.setup import (
     make_scenes,
     train_autoencoder,
 )
+from bindbench.tasks.scenes import SHAPES
 
 MIN_VISIBLE = 0.5  # objects with less of their area visible are not scored
 SPLITS = ("seen", "held_out")
@@ -126,6 +128,25 @@ def plots(runs: list[dict]) -> list[Plot]:
     return [plot] if plot is not None else []
 
 
+def _halfway(attribute: str, classes: int):
+    """check(runs): the probe on held-out pairs at least halfway from chance (1/classes) to 1."""
+    bound = (1 + 1 / classes) / 2
+    return lambda runs: beyond(values(runs, f"probe_{attribute}_held_out"), bound, f"{attribute} on held-out pairs")
+
+
+CLAIMS = tuple(
+    Claim(
+        f"slots_hold_{attribute}",
+        f"Frozen slots hold each object's {attribute}, for held-out colour-shape pairs too: a "
+        f"linear probe on the matched slot at least halfway from chance (1/{classes}) to 1",
+        "slots as object representations that keep attributes apart (Greff et al. 2020; "
+        "Locatello et al. 2020 probe CLEVR properties from slots); no figure",
+        _halfway(attribute, classes),
+    )
+    for attribute, classes in (("colour", setup.HUE_BANDS), ("shape", len(SHAPES)))
+)
+
+
 EXPERIMENT = register(
     Experiment(
         name="slot_probe",
@@ -142,5 +163,6 @@ EXPERIMENT = register(
         columns=("seed",),
         metrics=(*METRICS, "slots_fg_ari"),
         tiny={**TINY_SLOTS, "probe_scenes": 20, "eval_items": 20},
+        claims=CLAIMS,
     )
 )

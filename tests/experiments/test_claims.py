@@ -1,0 +1,128 @@
+"""Every experiment's claims, checked both ways on built runs: held where the runs satisfy the
+claim, not held where they do not (segregation's are in objects/test_segregation.py)."""
+
+import pytest
+
+import bindbench.experiments  # noqa: F401  (registers the experiments)
+from bindbench.core.claims import HELD, NOT_HELD, NOT_MEASURED, judge
+from bindbench.core.registry import EXPERIMENTS
+
+
+def runs_of(*rows):
+    """Finished runs from (spec, metrics) pairs."""
+    return [{"spec": spec, "metrics": metrics, "status": "done"} for spec, metrics in rows]
+
+
+def hyper(width, ood, frac=0.5, support="random", seed=0, **metrics):
+    spec = {"model": {"width": width}, "task": {"frac_ood": frac, "support": support}, "seed": seed}
+    return spec, {"ood_r2": ood, **metrics}
+
+
+def neurons(widths):
+    return runs_of(*[({"task": {"num_modules": m}, "seed": 0}, {"min_width": w, "reached": float(w is not None)}) for m, w in widths.items()])
+
+
+def code(kind, readout, role_dim=8, objects=3, **metrics):
+    spec = {"code": {"kind": kind, "readout": readout, "role_dim": role_dim}, "sets": {"max_objects": objects}, "seed": 0}
+    return spec, metrics
+
+
+def image(model, swap, seed=0):
+    return {"image": {"model": model}, "seed": seed}, {"swap_held_out": swap}
+
+
+def scan(split, exact, seed=0):
+    return {"split": split, "model": {"kind": "lstm"}, "seed": seed}, {"exact_match": exact}
+
+
+def structure(init, sub, abl, random_abl, seed=0):
+    metrics = {f"{k}_{n}": v for k, v in (("sub", sub), ("abl", abl), ("random_abl", random_abl)) for n in (1, 2)}
+    return {"model": {"init": init}, "task": {"name": "and"}, "seed": seed}, metrics
+
+
+CASES = {  # (experiment, claim): (runs that satisfy it, runs that do not)
+    ("composition", "width"): (
+        runs_of(hyper(32, 0.2), hyper(64, 0.4), hyper(32, 0.1, frac=0.9), hyper(64, 0.3, frac=0.9)),
+        runs_of(hyper(32, 0.2), hyper(64, 0.4), hyper(32, 0.3, frac=0.9), hyper(64, 0.3, frac=0.9)),
+    ),
+    ("scaling", "width"): (
+        runs_of(hyper(32, 0.2), hyper(64, 0.4), hyper(64, -0.5, support="non_compositional")),
+        runs_of(hyper(32, 0.4), hyper(64, 0.2), hyper(32, -0.5, support="non_compositional")),
+    ),
+    ("scaling", "non_compositional_fails"): (
+        runs_of(hyper(32, 0.2, support="non_compositional"), hyper(64, 0.4, support="non_compositional")),
+        runs_of(hyper(32, 0.2, support="non_compositional"), hyper(64, 0.6, support="non_compositional")),
+    ),
+    ("scaling", "disconnected_fails"): (
+        runs_of(hyper(256, 0.49, support="pseudo_random_disconnected")),
+        runs_of(hyper(256, 0.54, support="pseudo_random_disconnected")),
+    ),
+    ("scaling", "decodability"): (
+        runs_of(*[hyper(w, o, decodability_r2=d) for w, o, d in ((16, 0.0, 0.1), (32, 0.3, 0.5), (64, 0.5, 0.6), (128, 0.8, 0.9))]),
+        runs_of(*[hyper(w, o, decodability_r2=d) for w, o, d in ((16, 0.0, 0.9), (32, 0.3, 0.6), (64, 0.5, 0.5), (128, 0.8, 0.1))]),
+    ),
+    ("neurons", "linear_in_modules"): (
+        neurons({4: 100, 8: 130, 16: 190, 32: 320}),  # about 65 + 8 M
+        neurons({4: 16, 8: 64, 16: 512}),  # width ~ M^3
+    ),
+    ("binding_codes", "bag_loses_binding"): (
+        runs_of(code("bag", "mlp", swap_seen=0.5, swap_held_out=0.5)),
+        runs_of(code("bag", "mlp", swap_seen=0.5, swap_held_out=0.52)),
+    ),
+    ("binding_codes", "orthonormal_roles_keep_it"): (
+        runs_of(code("tpr_orthonormal", "unbind", accuracy_held_out=1.0, swap_held_out=1.0)),
+        runs_of(code("tpr_orthonormal", "unbind", accuracy_held_out=0.99, swap_held_out=1.0)),
+    ),
+    ("binding_codes", "random_roles_crosstalk"): (
+        runs_of(*[code("tpr_random", "unbind", d, n, accuracy_seen=a) for d, n, a in ((4, 2, 0.2), (16, 2, 0.9), (4, 8, 0.1), (16, 8, 0.8))]),
+        runs_of(*[code("tpr_random", "unbind", d, n, accuracy_seen=a) for d, n, a in ((4, 2, 0.2), (16, 2, 0.9), (4, 8, 0.8), (16, 8, 0.8))]),
+    ),
+    ("binding_images", "slots_bind_held_out_pairs"): (
+        runs_of(image("cnn", 0.55), image("cnn", 0.56, 1), image("slot_attention", 0.9), image("slot_attention", 0.92, 1)),
+        runs_of(image("cnn", 0.55), image("cnn", 0.56, 1), image("slot_attention", 0.52), image("slot_attention", 0.9, 1)),
+    ),
+    ("slot_probe", "slots_hold_colour"): (
+        runs_of(({"seed": 0}, {"probe_colour_held_out": 0.84})),
+        runs_of(({"seed": 0}, {"probe_colour_held_out": 0.5})),  # halfway from 1/8 is 0.5625
+    ),
+    ("slot_probe", "slots_hold_shape"): (
+        runs_of(({"seed": 0}, {"probe_shape_held_out": 0.7})),
+        runs_of(({"seed": 0}, {"probe_shape_held_out": 0.093})),
+    ),
+    ("scan", "random_split"): (
+        runs_of(scan("simple", 0.97), scan("length", 0.1)),
+        runs_of(scan("simple", 0.83), scan("length", 0.1)),
+    ),
+    ("scan", "systematic_splits"): (
+        runs_of(scan("addprim_jump", 0.001), scan("length", 0.05)),
+        runs_of(scan("addprim_jump", 0.001), scan("length", 0.6)),
+    ),
+    ("structure", "subnetworks"): (
+        runs_of(structure("trained", 0.48, -0.39, 0.0), structure("random", 0.0, 0.0, 0.0)),
+        runs_of(structure("trained", 0.48, 0.0, 0.0), structure("random", 0.0, 0.0, 0.0)),
+    ),
+}
+
+
+def claim(experiment, name):
+    (found,) = [c for c in EXPERIMENTS[experiment].claims if c.name == name]
+    return found
+
+
+@pytest.mark.parametrize("key", sorted(CASES), ids=lambda k: f"{k[0]}-{k[1]}")
+def test_a_claim_holds_on_runs_that_satisfy_it_and_not_on_runs_that_do_not(key):
+    good, bad = CASES[key]
+    held, failed = judge(claim(*key), good), judge(claim(*key), bad)
+    assert held["verdict"] == HELD, held["detail"]
+    assert failed["verdict"] == NOT_HELD, failed["detail"]
+    assert failed["numbers"] and failed["detail"]
+
+
+def test_every_claim_outside_segregation_is_checked_here():
+    declared = {(name, c.name) for name, e in EXPERIMENTS.items() if name != "segregation" for c in e.claims}
+    assert declared == set(CASES)
+
+
+@pytest.mark.parametrize("key", sorted(CASES), ids=lambda k: f"{k[0]}-{k[1]}")
+def test_a_claim_without_its_runs_is_not_measured(key):
+    assert judge(claim(*key), [])["verdict"] == NOT_MEASURED
