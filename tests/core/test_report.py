@@ -102,10 +102,12 @@ def test_a_list_valued_setting_is_grouped_on_like_any_other():
     from bindbench.core.report import sweep_plots
 
     runs = [
-        {"spec": {"grid": [1e-5, 1e-4], "width": w, "seed": 0}, "metrics": {"score": w / 10}} for w in (8, 16)
+        {"spec": {"grid": grid, "width": w, "seed": 0}, "metrics": {"score": w / 10}}
+        for w in (8, 16)
+        for grid in ([1e-5, 1e-4], [1e-3])
     ]
-    (plot,) = sweep_plots(runs, "score", ["width", "grid"])
-    assert list(plot.data) == ["grid=(1e-05, 0.0001)"]
+    plot = sweep_plots(runs, "score", ["width", "grid"])[0]
+    assert list(plot.data) == ["grid=[1e-05, 0.0001]", "grid=[0.001]"]
 
 
 def test_the_page_opens_with_every_claim_and_its_verdict_linked_to_its_section():
@@ -123,7 +125,7 @@ def test_the_page_opens_with_every_claim_and_its_verdict_linked_to_its_section()
         ["experiment", "claim", "anchor", "verdict", "measured"],
         ["x", "A beats B", "0.9 vs 0.6 (paper)", "not held", "A 0.5 is not above B 0.6"],
     ]
-    assert page.index("<h2>Claims</h2>") < page.index("<h2 id='x'>")
+    assert page.index("<h2 id='claims'>Claims</h2>") < page.index("<h2 id='x'>")
     assert "href='#x'" in page and "class='verdict-not-held'" in page
 
 
@@ -153,3 +155,79 @@ def test_markdown_gives_the_claims_and_the_tables_of_the_report_cell_for_cell(tm
     assert claims[1:] == [[c["experiment"], c["claim"], c["verdict"], c["detail"]] for c in report["claims"]]
     (entry,) = report["experiments"]
     assert runs == [entry["columns"], *[[format_cell(v) for v in row] for row in entry["rows"]]]
+
+
+def _fake_runs(count, metrics=("a",), points=1, **spec):
+    """Finished runs with a curve of `points` evaluations per metric, one per seed."""
+    runs = []
+    for i in range(count):
+        curve = [{"step": 100 * (j + 1), **{m: 0.1 * i + j for m in metrics}} for j in range(points)]
+        metrics_ = {m: 0.1 * i for m in metrics}
+        runs.append({"id": f"{i:08d}", "status": "done", "spec": {"seed": i, **spec}, "metrics": metrics_, "curve": curve, "seconds": 1.0})
+    return runs
+
+
+def lines_across_categories(fig) -> list[str]:
+    """The lines drawn between two or more x positions of an axis whose ticks are categories."""
+    found = []
+    for ax in fig.axes:
+        ticks = [t.get_text() for t in ax.get_xticklabels()]
+        numeric = all(t.replace(".", "", 1).replace("−", "").isdigit() for t in ticks if t)
+        for line in ax.get_lines():
+            if not numeric and line.get_linestyle() not in ("None", "none", "") and len(line.get_xdata()) > 1:
+                found.append(f"{ax.get_title()}: {line.get_label()}")
+    return found
+
+
+def test_learning_curves_fit_the_column_with_one_legend_markers_and_a_style_per_run():
+    from bindbench.core.report import COLUMN_INCHES, curves_plot
+
+    assert curves_plot(_fake_runs(3, points=1), ["a"], ["seed"]) is None  # one point each: no curve
+    runs = _fake_runs(12, metrics=tuple("abcdefg"), points=2)
+    fig = curves_plot(runs, list("abcdefg"), ["seed"]).figure
+    assert fig.get_size_inches()[0] <= COLUMN_INCHES
+    assert len(fig.legends) == 1 and not any(ax.get_legend() for ax in fig.axes)
+    lines = fig.axes[0].get_lines()
+    assert all(line.get_marker() == "o" for line in lines)  # two points each: markers show them
+    assert len({(str(line.get_color()), line.get_linestyle()) for line in lines}) == 12
+    assert {t.get_text() for t in fig.legends[0].get_texts()} == {f"seed={i}" for i in range(12)}
+
+
+def test_a_sweep_over_categories_draws_dots_and_a_line_per_value_of_what_else_varies():
+    from bindbench.core.report import sweep_plots
+
+    runs = []
+    for split in ("simple", "length"):
+        for objects in (2, 8):
+            (r,) = _fake_runs(1, metrics=("acc",))
+            r["spec"] |= {"split": split, "objects": objects}
+            r["id"] = f"{split}{objects}"
+            runs.append(r)
+    (plot,) = sweep_plots(runs, "acc", ["split"])
+    assert lines_across_categories(plot.figure) == []
+    assert set(plot.data) == {"objects=2", "objects=8"}  # not averaged over the object count
+    for r in runs:
+        r["spec"]["split"] = {"simple": 1, "length": 2}[r["spec"]["split"]]
+    (plot,) = sweep_plots(runs, "acc", ["split"])
+    assert len([line for line in plot.figure.axes[0].get_lines() if line.get_linestyle() == "-"]) == 2
+
+
+def test_a_table_shows_lists_as_lists_and_no_setting_that_no_run_has():
+    from bindbench.core.report import experiment_table
+
+    runs = _fake_runs(2, metrics=("a",))
+    runs[0]["spec"]["grid"] = [3e-05]
+    runs[1]["spec"]["grid"] = [1e-4, 1e-3]
+    table = experiment_table("no_such_experiment", runs, ["grid", "image.model"])
+    assert "image.model" not in table["columns"]
+    assert [format_cell(row[table["columns"].index("grid")]) for row in table["rows"]] == ["[3e-05]", "[0.0001, 0.001]"]
+
+
+def test_labels_use_the_fewest_settings_that_tell_the_runs_apart():
+    from bindbench.core.report import distinguishing
+
+    runs = _fake_runs(4)
+    for r, (kind, dim, objects, colours) in zip(runs, [("bag", 8, 3, 8), ("tpr", 8, 3, 8), ("tpr", 4, 2, 64), ("tpr", 4, 8, 64)]):
+        r["spec"] |= {"kind": kind, "dim": dim, "objects": objects, "colours": colours}
+    # colours adds nothing once kind, dim and objects are known; the seed is ignored
+    assert distinguishing(runs, ["kind", "dim"], ignore={"seed"}) == ["kind", "dim", "objects"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bindbench.core.config import flatten
+from bindbench.core.config import flatten, varying
 
 HELD, NOT_HELD, NOT_MEASURED = "held", "not held", "not measured at this profile"
 
@@ -68,14 +68,11 @@ def values(runs: Iterable[dict], metric: str, **where) -> list[float]:
 def per_setting(runs: list[dict], compared: Iterable[str] = ()) -> dict[str, list[dict]]:
     """The runs split by every setting that differs between them, but the seed and the
     `compared` keys: {"key=value, ...": runs} ({"": runs} when nothing else differs)."""
-    flat = [flatten(r["spec"]) for r in runs]
-    ignore = {"seed", *compared}
-    keys = sorted({k for f in flat for k in f} - ignore)
-    varying = [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
+    keys = varying([r["spec"] for r in runs], ignore={"seed", *compared})
     parts: dict[str, list[dict]] = {}
-    for run, f in zip(runs, flat):
-        label = ", ".join(f"{k}={f.get(k)}" for k in varying)
-        parts.setdefault(label, []).append(run)
+    for run in runs:
+        flat = flatten(run["spec"])
+        parts.setdefault(", ".join(f"{k}={flat.get(k)}" for k in keys), []).append(run)
     return parts
 
 

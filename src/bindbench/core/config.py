@@ -192,6 +192,14 @@ def flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def varying(specs: list[Mapping], ignore: Iterable[str] = ()) -> list[str]:
+    """The dotted keys whose values differ between the specs (sorted), but those in `ignore`:
+    what tells runs apart, beyond what a caller already shows."""
+    flat = [flatten(s) for s in specs]
+    keys = sorted({k for f in flat for k in f} - set(ignore))
+    return [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
+
+
 def describe_fields(
     model: type[BaseModel], prefix: str = "", defaults: BaseModel | None = None
 ) -> list[tuple[str, str, Any, str]]:

@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from bindbench.core.claims import judge
-from bindbench.core.config import get_path
+from bindbench.core.config import get_path, varying
 from bindbench.core.registry import EXPERIMENTS
 from bindbench.core.store import open_store
 
@@ -34,6 +35,8 @@ def format_cell(value: Any) -> str:
     """How a table cell is shown: 4 significant digits for floats, '' for missing."""
     if value is None:
         return ""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(format_cell(v) for v in value) + "]"
     if isinstance(value, float):
         if math.isnan(value):
             return "nan"
@@ -56,6 +59,7 @@ def experiment_table(name: str, runs: list[dict], swept: list[str]) -> dict:
     experiment = EXPERIMENTS.get(name)
     settings = list(dict.fromkeys([*swept, *(experiment.columns if experiment else ())]))
     metrics = list(experiment.metrics) if experiment else sorted({k for run in runs for k in run["metrics"]})
+    settings = [k for k in settings if any(_lookup(run["spec"], k) is not None for run in runs)]  # used
     columns = [*BASE_COLUMNS, *settings, *metrics, "seconds"]
     rows = []
     for run in runs:
@@ -68,7 +72,7 @@ def experiment_table(name: str, runs: list[dict], swept: list[str]) -> dict:
 
 
 def _label(run: dict, keys: list[str], fallback: str = "") -> str:
-    return ", ".join(f"{k.split('.')[-1]}={_lookup(run['spec'], k)}" for k in keys) or fallback
+    return ", ".join(f"{k.split('.')[-1]}={format_cell(_lookup(run['spec'], k))}" for k in keys) or fallback
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,17 @@ def spread(values: list[float], signed: bool = False) -> str:
     return f"{np.mean(values):{'+' if signed else ''}.3f} ± {np.std(values):.3f}"
 
 
+DPI = 110  # the page's PNGs
+COLUMN_INCHES = 1100 / DPI  # the page's column (max-width 1100 px): no figure is wider
+PANELS_PER_ROW = 3
+FEW_POINTS = 5  # a line with at most this many points gets markers
+
+
+def column_width(width: float) -> float:
+    """A figure width in inches that the page's column holds."""
+    return min(width, COLUMN_INCHES)
+
+
 LABEL_COLOURS = {  # label maps: objects 1.. in the cycle colours, 0 black (true) or a colour (slots)
     "objects": ListedColormap(["black", *[f"C{i}" for i in range(10)]]),
     "slots": ListedColormap([f"C{i}" for i in range(10)]),
@@ -120,7 +135,7 @@ def picture_grid(
 ) -> Figure:
     """A grid of small pictures, one row per scene: each cell (picture, kind) is 8-bit colours
     (h, w, 3) when kind is None, else a label map (h, w) drawn in LABEL_COLOURS[kind]."""
-    fig = Figure(figsize=(1.05 * len(columns), 1.15 * len(rows) + 0.4), layout="constrained")
+    fig = Figure(figsize=(column_width(1.05 * len(columns)), 1.15 * len(rows) + 0.4), layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(rows), len(columns)))
     for i, (row, label) in enumerate(zip(rows, row_labels)):
         for ax, (picture, kind) in zip(axes[i], row):
@@ -137,27 +152,80 @@ def picture_grid(
     return fig
 
 
+def panels(count: int, height: float = 2.9) -> tuple[Figure, list]:
+    """A figure of `count` panels wrapped into rows of PANELS_PER_ROW, as wide as the column."""
+    cols = min(count, PANELS_PER_ROW)
+    rows = math.ceil(count / cols)
+    fig = Figure(figsize=(min(COLUMN_INCHES, 3.3 * cols), height * rows + 0.6), layout="constrained")
+    axes = list(np.atleast_1d(fig.subplots(rows, cols)).ravel())
+    for ax in axes[count:]:
+        ax.set_visible(False)
+    return fig, axes[:count]
+
+
+def line_styles(count: int) -> list[dict]:
+    """`count` distinguishable styles: 10 colours, then 20, then 20 colours x line styles."""
+    if count <= 10:
+        return [{"color": f"C{i}"} for i in range(count)]
+    cmap = matplotlib.colormaps["tab20"]
+    dashes = ["-", "--", ":", "-."]
+    return [{"color": cmap(i % 20), "linestyle": dashes[(i // 20) % 4]} for i in range(count)]
+
+
+def figure_legend(fig: Figure, ax, columns: int = 4) -> None:
+    """One legend for the whole figure, under its panels, out of the data's way, in as many
+    columns as its labels fit across the figure."""
+    handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        return
+    fits = int(fig.get_size_inches()[0] / (0.06 * max(map(len, labels)) + 0.5))  # 7 pt text
+    fig.legend(handles, labels, loc="outside lower center", ncols=max(1, min(columns, fits, len(labels))), fontsize=7)
+
+
+def distinguishing(runs: list[dict], first: list[str] = (), ignore: set[str] = frozenset()) -> list[str]:
+    """The fewest settings, `first` ones first, that tell apart the runs everything else that
+    differs tells apart (but the `ignore`d keys): the same groups as all of them, shorter labels."""
+    candidates = list(dict.fromkeys([*first, *varying([r["spec"] for r in runs])]))
+    keys: list[str] = []
+    groups = 1
+    for key in candidates:
+        if key in ignore:
+            continue
+        count = len({tuple(repr(_lookup(r["spec"], k)) for k in [*keys, key]) for r in runs})
+        if count > groups:
+            keys, groups = [*keys, key], count
+    return keys
+
+
+def run_labels(runs: list[dict], swept: list[str]) -> dict[str, str]:
+    """A label per run that tells it apart: the swept settings, then whatever else it takes."""
+    keys = distinguishing(runs, swept)
+    return {r["id"]: _label(r, keys, r["id"][:8]) for r in runs}
+
+
 def curves_plot(runs: list[dict], metrics: list[str], swept: list[str]) -> Plot | None:
-    """Learning curves: one panel per metric, one line per run."""
-    shown = [m for m in metrics if any(m in p for r in runs for p in r["curve"])]
+    """Learning curves: one panel per metric, one line per run, one legend under the panels
+    (none where no run was evaluated twice: its one point is in the table)."""
+    shown = [m for m in metrics if any(sum(m in p for p in r["curve"]) > 1 for r in runs)]
     if not shown:
         return None
-    fig = Figure(figsize=(4.2 * len(shown), 3.2), layout="constrained")
+    fig, axes = panels(len(shown))
+    labels = run_labels(runs, swept)
+    styles = dict(zip((r["id"] for r in runs), line_styles(len(runs))))
     data: dict[str, dict] = {}
-    for ax, metric in zip(np.atleast_1d(fig.subplots(1, len(shown))), shown):
+    for ax, metric in zip(axes, shown):
         for run in runs:
             points = [[p["step"], p[metric]] for p in run["curve"] if metric in p]
             if points:
-                label = _label(run, swept, run["id"][:8])
-                data.setdefault(run["id"][:8], {"label": label})[metric] = points
-                ax.plot(*zip(*points), label=label, lw=1.2)
+                data.setdefault(run["id"][:8], {"label": labels[run["id"]]})[metric] = points
+                marker = "o" if len(points) <= FEW_POINTS else None
+                ax.plot(*zip(*points), label=labels[run["id"]], lw=1.2, marker=marker, ms=4, **styles[run["id"]])
         ax.set_xlabel("step")
-        ax.set_title(metric)
+        ax.set_title(metric, fontsize=9)
         ax.grid(alpha=0.3)
         if metric.endswith("r2"):
             ax.set_ylim(max(-0.5, ax.get_ylim()[0]), 1.02)
-    if len(runs) <= 12:
-        fig.axes[-1].legend(fontsize=7)
+    figure_legend(fig, axes[0])
     return Plot("learning curves", fig, data)
 
 
@@ -172,20 +240,22 @@ def sweep_plots(runs: list[dict], headline: str, swept: list[str]) -> list[Plot]
         values = sorted({_lookup(r["spec"], key) for r in done}, key=_sort_key)
         if len(values) < 2:
             continue
-        others = [k for k in swept if k not in (key, "seed")]
+        others = distinguishing(done, [k for k in swept if k not in (key, "seed")], ignore={key, "seed"})
         groups: dict[str, dict] = defaultdict(lambda: defaultdict(list))
         for run in done:
             groups[_label(run, others)][_lookup(run["spec"], key)].append(run["metrics"][headline])
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-        fig = Figure(figsize=(5, 3.4), layout="constrained")
+        fig = Figure(figsize=(6, 3.6 + 0.2 * math.ceil(len(groups) / 2)), layout="constrained")
         ax = fig.subplots()
         data = {}
-        for label, by_value in groups.items():
+        for (label, by_value), style in zip(groups.items(), line_styles(len(groups))):
             xs = [v for v in values if v in by_value]
             means = [float(np.mean(by_value[v])) for v in xs]
             data[label or "all"] = [{key: v, "mean": m, "values": by_value[v]} for v, m in zip(xs, means)]
             positions = xs if numeric else [values.index(v) for v in xs]
-            ax.plot(positions, means, marker="o", label=label)
+            if not numeric:  # categories: no line between them, the groups side by side
+                style = {**style, "linestyle": "none"}
+            ax.plot(positions, means, marker="o", label=label or None, **style)
             for x, v in zip(positions, xs):
                 ax.scatter([x] * len(by_value[v]), by_value[v], s=10, alpha=0.4, color="k")
         if numeric and min(values) > 0 and max(values) / min(values) >= 8:
@@ -196,8 +266,20 @@ def sweep_plots(runs: list[dict], headline: str, swept: list[str]) -> list[Plot]
         ax.set_ylabel(headline)
         ax.grid(alpha=0.3)
         if len(groups) > 1 or next(iter(groups)):
-            ax.legend(fontsize=7)
+            figure_legend(fig, ax, columns=2)
         plots.append(Plot(f"{headline} against {key}", fig, data))
+    return plots
+
+
+def experiment_plots(name: str, runs: list[dict], swept: list[str], metrics: list[str]) -> list[Plot]:
+    """The figures of one experiment's section: learning curves, the headline against each
+    swept setting, and the experiment's own."""
+    plots = [p for p in [curves_plot(runs, metrics, swept)] if p is not None]
+    if metrics:
+        plots += sweep_plots(runs, metrics[0], swept)
+    experiment = EXPERIMENTS.get(name)
+    if experiment is not None and experiment.plots is not None:
+        plots += experiment.plots(runs)
     return plots
 
 
@@ -207,7 +289,7 @@ def _sort_key(value: Any):
 
 def _png(fig: Figure) -> str:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
+    fig.savefig(buffer, format="png", dpi=DPI)
     return base64.b64encode(buffer.getvalue()).decode()
 
 
@@ -232,6 +314,8 @@ def build_report(folder: str | Path, figures: str | Path | None = None) -> tuple
         "title": f"BindBench: {meta.get('target', folder.name)} ({meta.get('profile', '?')})",
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "meta": meta,
+        # what the runs were trained with: every distinct set of versions and machine
+        "versions": [json.loads(v) for v in dict.fromkeys(json.dumps(r["versions"], sort_keys=True) for r in runs if r["versions"])],
         "claims": [],
         "experiments": [],
     }
@@ -240,15 +324,8 @@ def build_report(folder: str | Path, figures: str | Path | None = None) -> tuple
         mine = [r for r in runs if r["experiment"] == name]
         swept = sweeps.get(name, [])
         table = experiment_table(name, mine, swept)
-        plots: list[Plot] = []
-        curves = curves_plot(mine, table["metrics"], swept)
-        if curves is not None:
-            plots.append(curves)
-        if table["metrics"]:
-            plots += sweep_plots(mine, table["metrics"][0], swept)
+        plots = experiment_plots(name, mine, swept, table["metrics"])
         experiment = EXPERIMENTS.get(name)
-        if experiment is not None and experiment.plots is not None:
-            plots += experiment.plots(mine)
         counts = {s: sum(r["status"] == s for r in mine) for s in ("done", "diverged", "failed", "running")}
         claims = [judge(claim, mine) for claim in (experiment.claims if experiment else ())]
         report["claims"] += [{"experiment": name, **claim} for claim in claims]
@@ -313,6 +390,7 @@ th{background:#f3f3f3} td.text{text-align:left}
 table.claims td{max-width:28em}
 figure{display:inline-block;margin:0.5em}figcaption{font-size:13px;color:#555}
 code{background:#f3f3f3;padding:1px 4px}
+img{max-width:100%}.versions{font-size:13px;color:#555}nav ul{margin:0.3em 0}
 """
 
 
@@ -367,8 +445,15 @@ def render_html(report: dict, sections: list[tuple[dict, list[tuple[str, str]]]]
         f"<p>Command: <code>{esc(meta.get('command', ''))}</code><br>",
         f"Device: {esc(str(meta.get('device', '')))} &middot; created {esc(report['created'])}</p>",
     ]
+    for versions in report.get("versions", []):
+        parts.append("<p class='versions'>Trained with " + esc(", ".join(f"{k} {v}" for k, v in versions.items())) + "</p>")
+    parts.append("<nav><b>Contents</b><ul>")
     if report.get("claims"):
-        parts.append("<h2>Claims</h2>")
+        parts.append("<li><a href='#claims'>Claims</a></li>")
+    parts += [f"<li><a href='#{esc(e['name'])}'>{esc(e['title'])}</a></li>" for e, _ in sections]
+    parts.append("</ul></nav>")
+    if report.get("claims"):
+        parts.append("<h2 id='claims'>Claims</h2>")
         parts += _claims_html(report["claims"], link=True)
     for entry, figures in sections:
         counts = ", ".join(f"{n} {s}" for s, n in entry["counts"].items() if n)

@@ -7,6 +7,7 @@ an executor says that a worker vanished.
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 import traceback
@@ -54,7 +55,19 @@ def versions() -> dict[str, str]:
         "torch": torch.__version__,
         "numpy": np.__version__,
         "python": platform.python_version(),
+        "machine": machine(),
     }
+
+
+def machine() -> str:
+    """The CPU a run trained on: its model name where Linux says it, with the core count."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            name = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{name}, {os.cpu_count()} cores"
 
 
 def run_unit(

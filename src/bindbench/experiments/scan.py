@@ -21,7 +21,7 @@ from pydantic import Field, model_validator
 from bindbench.core.claims import Claim, beyond, every, in_every, per_setting, values
 from bindbench.core.config import Spec
 from bindbench.core.registry import Experiment, RunResult, register
-from bindbench.core.report import Plot, bars
+from bindbench.core.report import Plot, bars, column_width
 from bindbench.core.seeds import generator, seed_init
 from bindbench.core.training import TrainSpec, train
 from bindbench.models import LSTMSeq2Seq, TransformerSeq2Seq
@@ -191,7 +191,7 @@ def accuracy_plot(runs: list[dict]) -> Plot | None:
         cells[(r["spec"]["split"], _label(r["spec"]))].append(100 * r["metrics"]["exact_match"])
     splits = sorted({s for s, _ in cells}, key=lambda s: (s != "simple", s))  # ID first
     models = sorted({m for _, m in cells})
-    fig = Figure(figsize=(1.3 + 1.2 * len(splits), 3.6), layout="constrained")
+    fig = Figure(figsize=(column_width(1.3 + 1.2 * len(splits)), 3.6), layout="constrained")
     ax = fig.subplots()
     bars(ax, splits, {m: [cells.get((s, m), []) for s in splits] for m in models}, dots=8)
     for j, split in enumerate(splits):

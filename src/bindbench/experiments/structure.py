@@ -36,7 +36,7 @@ from bindbench.core.masks import (
     random_mask,
 )
 from bindbench.core.registry import Experiment, RunResult, register
-from bindbench.core.report import Plot, bars, spread
+from bindbench.core.report import Plot, bars, column_width, spread
 from bindbench.core.seeds import generator, seed_init, stream_seed
 from bindbench.core.training import TrainSpec, train
 from bindbench.models.mlp import MLP
@@ -234,7 +234,7 @@ def ablation_plot(runs: list[dict]) -> Plot | None:
     groups = defaultdict(list)
     for r in done:
         groups[_label(r["spec"])].append(r)
-    fig = Figure(figsize=(4.5 * len(groups), 3.6), layout="constrained")
+    fig = Figure(figsize=(column_width(4.5 * len(groups)), 3.6), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(groups), sharey=True))
     rows, data = [], {}
     for ax, (label, members) in zip(axes, sorted(groups.items())):

@@ -35,7 +35,7 @@ from bindbench.core.config import get_path
 from bindbench.core.metrics import r2_score
 from bindbench.core.probes import capture, features, r2_per_target, ridge_fit
 from bindbench.core.registry import Experiment, RunResult, register
-from bindbench.core.report import Plot
+from bindbench.core.report import Plot, column_width
 from bindbench.core.seeds import generator
 from bindbench.experiments.hyperteacher.setup import (
     TINY,
@@ -134,7 +134,7 @@ def heatmap_plot(runs: list[dict]) -> Plot | None:
     depths = sorted({_get(r, "model.depth") for r in main})
     if len(widths) < 2 or len(coverages) < 2:
         return None
-    fig = Figure(figsize=(4.6 * len(depths), 3.6), layout="constrained")
+    fig = Figure(figsize=(column_width(4.6 * len(depths)), 3.6), layout="constrained")
     data = {}
     for ax, depth in zip(np.atleast_1d(fig.subplots(1, len(depths))), depths):
         cells = defaultdict(list)

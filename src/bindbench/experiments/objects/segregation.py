@@ -29,9 +29,9 @@ from matplotlib.figure import Figure
 from pydantic import Field
 
 from bindbench.core.claims import Claim, Verdict, exceeds, in_every, per_setting, values
-from bindbench.core.config import flatten
+from bindbench.core.config import flatten, varying
 from bindbench.core.registry import Experiment, RunResult, register
-from bindbench.core.report import Plot, bars, picture_grid, spread
+from bindbench.core.report import Plot, bars, column_width, picture_grid, spread
 from bindbench.core.seeds import generator
 from bindbench.core.segmentation import fg_ari, kmeans_segmentation, slot_information
 from bindbench.experiments.objects import setup
@@ -188,21 +188,14 @@ def run(spec: SegregationSpec, ctx) -> RunResult:
 # ----------------------------------------------------------------------------- plots
 
 
-def _settings(runs: list[dict]) -> list[str]:
-    """The dotted keys whose values differ between the runs, but the model kind and the seed:
-    what tells two groups of one model apart (a recipe, the scenes)."""
-    flat = [flatten(r["spec"]) for r in runs]
-    keys = sorted({k for f in flat for k in f} - {"seed", "model.kind"})
-    return [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
-
-
 def _grouper(runs: list[dict]):
-    """name(spec): the model kind, with the settings that differ between the runs."""
-    varying = _settings(runs)
+    """name(spec): the model kind, with the settings that differ between the runs (a recipe,
+    the scenes), but the seed."""
+    keys = varying([r["spec"] for r in runs], ignore={"seed", "model.kind"})
 
     def name(spec: dict) -> str:
         flat = flatten(spec)
-        settings = ", ".join(f"{k.split('.')[-1]}={flat.get(k)}" for k in varying)
+        settings = ", ".join(f"{k.split('.')[-1]}={flat.get(k)}" for k in keys)
         return spec["model"]["kind"] + (f" ({settings})" if settings else "")
 
     return name
@@ -252,7 +245,7 @@ def scores_plot(runs: list[dict]) -> Plot | None:
     # long names (recipes differing in several keys) are numbered on the axes, named in the table
     numbered = any(len(g) > 40 for g in groups)
     ticks = [f"#{i + 1}" if numbered else g for i, g in enumerate(groups)]
-    fig = Figure(figsize=(3.0 + 1.3 * (len(groups) + 2) * len(PANELS) / 2, 3.6), layout="constrained")
+    fig = Figure(figsize=(column_width(3.0 + 1.3 * (len(groups) + 2) * len(PANELS) / 2), 3.6), layout="constrained")
     axes = fig.subplots(1, len(PANELS))
     for ax, (metric, _) in zip(axes, PANELS[:2]):  # FG-ARI, with the floors beside
         labels = [*ticks]

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from pydantic import Field
 
 from bindbench.core.config import Spec
-from bindbench.core.report import Plot, bars, spread
+from bindbench.core.report import Plot, bars, column_width, spread
 from bindbench.core.seeds import generator, seed_init
 from bindbench.core.segmentation import segmentation_scores
 from bindbench.core.training import TrainSpec, train
@@ -378,7 +378,7 @@ def binding_plot(runs: list[dict], label, column: str, title: str) -> Plot | Non
         return None
     labels, metrics = sorted(groups), BINDING_METRICS
     values = {m: [[r["metrics"][m] for r in groups[g] if m in r["metrics"]] for g in labels] for m in metrics}
-    fig = Figure(figsize=(4 + 1.1 * len(labels), 3.6), layout="constrained")
+    fig = Figure(figsize=(column_width(4 + 1.1 * len(labels)), 3.6), layout="constrained")
     ax = fig.subplots()
     bars(ax, labels, values)
     ax.axhline(SWAP_FLOOR, color="grey", linestyle=":", label=f"swap floor of an unbound code ({SWAP_FLOOR})")
