@@ -36,6 +36,8 @@ def _run(capsys, *argv):
         (["run", "composition", "--out", "/dev/null/x"], ["/dev/null/x", "cannot make"]),
         (["run", "--backend", "ray", "--address", "127.0.0.1:1"], ["127.0.0.1:1", "no Ray cluster"]),
         (["run", "--backend", "ray", "--address", "nonsense"], ["nonsense", "host:port"]),
+        (["run", "--set", "seed=1", "--set", "seed=2"], ["seed", "given twice", "seed=[a,b]"]),
+        (["data", "scenes", "--n", "2", "--out", "d", "--set", "max_objects=4", "--set", "max_objects=5"], ["max_objects", "twice"]),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(capsys, tmp_path, monkeypatch, argv, words):
@@ -87,3 +89,25 @@ def test_list_of_a_suite_shows_each_of_its_experiments_keys_with_the_parents_def
     code, out, _ = _run(capsys, "list", "segregation")
     row = next(line for line in out.splitlines() if line.split()[:1] == ["train.lr"])
     assert "0.002" in row  # segregation's own default, not TrainSpec's 3e-4
+
+
+def test_help_shows_flags_as_flags_and_sweeps_with_their_brackets(capsys):
+    code, out, _ = _run(capsys, "run", "--help")
+    assert code == 0
+    assert "KEY=[a,b] sweeps" in out and "<bool>" not in out
+    assert "-q, --quiet" in out
+
+
+def test_version_prints_the_package_version(capsys):
+    from bindbench import __version__
+
+    assert _run(capsys, "--version")[:2] == (0, f"bindbench {__version__}\n")
+
+
+def test_piped_list_never_cuts_a_key(capsys):
+    from bindbench.core.config import describe_fields
+    from bindbench.experiments.hyperteacher.scaling import ScalingSpec
+
+    code, out, _ = _run(capsys, "list", "scaling")
+    keys = {line.split()[0] for line in out.splitlines() if line.strip()}
+    assert code == 0 and {key for key, *_ in describe_fields(ScalingSpec)} <= keys

@@ -15,19 +15,42 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from bindbench.core.config import SpecError
-from bindbench.core.worker import WorkerDied
 
+# the plain help formatter: flags shown as flags, brackets as written (no rich markup)
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, help="BindBench: the binding problem, measured."
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="BindBench: the binding problem, measured.",
 )
-console = Console(highlight=False)
+# piped: 160 columns, not 80 (keys never cut; per-run lines never wrapped, see soft_wrap)
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from bindbench import __version__
+
+        print(f"bindbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="print the version and exit"
+    ),
+) -> None:
+    """BindBench: the binding problem, measured."""
 
 
 @app.command("run")
 def run_command(
     target: str = typer.Argument(None, help="experiment, suite or spec YAML (default: the default suite)"),
     profile: str = typer.Option("quick", help="quick | full | paper"),
-    set_: list[str] = typer.Option([], "--set", help="key=value override; key=[a,b] sweeps"),
+    set_: list[str] = typer.Option(
+        [], "--set", metavar="KEY=VALUE", help="override a key (repeat for more); KEY=[a,b] sweeps"
+    ),
     out: Path = typer.Option(None, help="output folder (default: runs/<target>-<profile>-<hash>)"),
     workers: int = typer.Option(1, min=1, help="worker processes for the runs of a sweep"),
     no_ensemble: bool = typer.Option(
@@ -76,9 +99,10 @@ def run_command(
         metrics = outcome.get("metrics") or {}
         shown = " ".join(f"{k}={metrics[k]:.3f}" for k in job.experiment.metrics[:2] if k in metrics)
         error = (outcome.get("error") or "").splitlines()[:1]
-        progress.console.print(
+        progress.console.print(  # one record per line, wrapped by the terminal, not by rich
             f"{outcome['status']:>8} {job.experiment.name} {job.run_id[:8]} {label} {shown}"
-            f"{' ' + error[0] if error else ''} ({outcome['seconds']:.0f} s)"
+            f"{' ' + error[0] if error else ''} ({outcome['seconds']:.0f} s)",
+            soft_wrap=True,
         )
 
     command = shlex.join(["bindbench", *sys.argv[1:]]) if sys.argv[1:2] == ["run"] else None
@@ -140,7 +164,10 @@ def _show_experiment(experiment) -> None:
     from bindbench.core.config import describe_fields
 
     console.print(f"[bold]{experiment.name}[/bold]: {experiment.title}")
-    table = Table("key", "type", "default", "meaning", box=None)
+    table = Table(box=None)
+    table.add_column("key", no_wrap=True)  # a key is never cut: it is what one types
+    for column in ("type", "default", "meaning"):
+        table.add_column(column)
     for key, kind, default, description in describe_fields(experiment.spec):
         table.add_row(key, kind, repr(default), description)
     console.print(table)
@@ -225,7 +252,7 @@ def data_scenes_command(
     with the same keys the files hold the same distribution as the experiment's scenes."""
     import torch
 
-    from bindbench.core.config import build_spec, parse_override
+    from bindbench.core.config import build_spec, parse_overrides
     from bindbench.experiments.objects import setup
     from bindbench.experiments.objects.segregation import SEGREGATION_SCENES
     from bindbench.tasks.scenes import save_scenes
@@ -237,7 +264,7 @@ def data_scenes_command(
         base = setup.SceneSpec(
             dataset="tetrominoes", resolution=35, min_objects=3, max_objects=3
         ).model_dump()
-    overrides = dict(parse_override(item) for item in set_)
+    overrides = parse_overrides(set_)
     overrides = {key.removeprefix("data."): value for key, value in overrides.items()}
     if resolution is not None:
         overrides["resolution"] = resolution
@@ -286,9 +313,6 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as err:
         print(f"bindbench: error: {err}", file=sys.stderr)
         return 2
-    except WorkerDied as err:
-        print(f"bindbench: error: {err}", file=sys.stderr)
-        return 1
     except OSError as err:  # a path that cannot be read or written: the user's to fix
         where = f": {err.filename}" if err.filename else ""
         print(f"bindbench: error: {err.strerror or err}{where}", file=sys.stderr)
@@ -297,6 +321,12 @@ def main(argv: list[str] | None = None) -> int:
         print("bindbench: interrupted; finished runs are kept, rerun to finish the rest", file=sys.stderr)
         return 130
     except Exception as err:
+        # a worker died: only possible once the worker module (and torch) was imported, which
+        # `--help` and `list` never do, so that they start fast
+        worker = sys.modules.get("bindbench.core.worker")
+        if worker is not None and isinstance(err, worker.WorkerDied):
+            print(f"bindbench: error: {err}", file=sys.stderr)
+            return 1
         # Typer's (vendored click) usage errors: bad option, missing argument, wrong type.
         if not hasattr(err, "format_message") or not hasattr(err, "exit_code"):
             raise

@@ -101,8 +101,8 @@ def test_spec_files_load_from_yaml(tmp_path):
     path.write_text("experiment: composition\nset: {model: {colour: red}}\n")
     with pytest.raises(SpecError, match="colour"):
         make_plan(str(path))
-    path.write_text("experiment: [unclosed\n")
-    with pytest.raises(SpecError, match="not valid YAML"):
+    path.write_text("experiment: composition\nset:\n  model: {width: [8, 12}\n")
+    with pytest.raises(SpecError, match="not valid YAML at line 3, column"):
         make_plan(str(path))
 
 

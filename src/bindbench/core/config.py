@@ -73,6 +73,21 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key, parse_value(value.strip())
 
 
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """Every `key=value` of a command line, in order; a key given twice is an error (the
+    second would silently win), where a list sweeps: `key=[a,b]`."""
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, value = parse_override(item)
+        if key in parsed:
+            raise SpecError(
+                f"--set {key} is given twice ({parsed[key]!r} and {value!r}): give it once, "
+                f"or sweep both with {key}=[a,b]"
+            )
+        parsed[key] = value
+    return parsed
+
+
 def _set_path(tree: dict, path: str, value: Any) -> None:
     node = tree
     *parents, leaf = path.split(".")
@@ -172,7 +187,10 @@ def load_yaml(path: str | Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise SpecError(f"spec file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise SpecError(f"spec file {path} is not valid YAML{where}: {problem}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -253,6 +271,7 @@ __all__ = [
     "flatten",
     "load_yaml",
     "parse_override",
+    "parse_overrides",
     "parse_value",
     "run_id",
     "short_hash",
