@@ -37,7 +37,10 @@ def _run(capsys, *argv):
         (["run", "--backend", "ray", "--address", "127.0.0.1:1"], ["127.0.0.1:1", "no Ray cluster"]),
         (["run", "--backend", "ray", "--address", "nonsense"], ["nonsense", "host:port"]),
         (["run", "--set", "seed=1", "--set", "seed=2"], ["seed", "given twice", "seed=[a,b]"]),
-        (["data", "scenes", "--n", "2", "--out", "d", "--set", "max_objects=4", "--set", "max_objects=5"], ["max_objects", "twice"]),
+        (
+            ["data", "scenes", "--n", "2", "--out", "d", "--set", "max_objects=4", "--set", "max_objects=5"],
+            ["max_objects", "twice"],
+        ),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(capsys, tmp_path, monkeypatch, argv, words):

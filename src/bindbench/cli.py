@@ -64,6 +64,9 @@ def run_command(
 ) -> None:
     """Run an experiment or suite (missing runs only) and write its report."""
     from bindbench.api import run
+    from bindbench.core.config import parse_overrides
+
+    parse_overrides(set_)  # a key given twice is an error here (in Python, the last one wins)
 
     progress = Progress(
         TextColumn("{task.description}"),
@@ -182,7 +185,9 @@ def _show_experiment(experiment) -> None:
 def report_command(
     folder: Path = typer.Argument(..., help="an output folder of `bindbench run`"),
     figures: Path = typer.Option(None, help="also write every figure as FIGURES/<experiment>-<n>.png"),
-    markdown: bool = typer.Option(False, "--markdown", help="print the claims and summary tables as Markdown"),
+    markdown: bool = typer.Option(
+        False, "--markdown", help="print the claims and summary tables as Markdown"
+    ),
 ) -> None:
     """Rebuild report.html and report.json from a folder's run store."""
     import json

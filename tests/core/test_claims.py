@@ -2,11 +2,25 @@ import math
 
 import pytest
 
-from bindbench.core.claims import HELD, NOT_HELD, NOT_MEASURED, Claim, exceeds, in_every, judge, per_setting, values
+from bindbench.core.claims import (
+    HELD,
+    NOT_HELD,
+    NOT_MEASURED,
+    Claim,
+    exceeds,
+    in_every,
+    judge,
+    per_setting,
+    values,
+)
 
 
 def run(kind, seed, status="done", lr=1e-3, **metrics):
-    return {"spec": {"model": {"kind": kind}, "seed": seed, "train": {"lr": lr}}, "metrics": metrics, "status": status}
+    return {
+        "spec": {"model": {"kind": kind}, "seed": seed, "train": {"lr": lr}},
+        "metrics": metrics,
+        "status": status,
+    }
 
 
 def test_exceeds_needs_more_than_the_larger_seed_spread():
@@ -59,7 +73,12 @@ def test_in_every_holds_only_where_every_measured_part_holds():
 
 
 def test_judge_reads_finished_runs_only():
-    claim = Claim("c", "sa above mlp", "anchor", lambda runs: exceeds(values(runs, "x", model__kind="sa"), [0.5], "sa", "b"))
+    claim = Claim(
+        "c",
+        "sa above mlp",
+        "anchor",
+        lambda runs: exceeds(values(runs, "x", model__kind="sa"), [0.5], "sa", "b"),
+    )
     entry = judge(claim, [run("sa", 0, status="failed", x=0.9), run("sa", 1, x=0.4)])
     assert entry["verdict"] == NOT_HELD and entry["numbers"]["sa mean"] == 0.4
     assert {"claim", "sentence", "anchor", "verdict", "numbers", "detail"} <= set(entry)
@@ -69,7 +88,11 @@ def test_rises_with_needs_a_rise_at_every_step_in_every_part():
     from bindbench.core.claims import rises_with
 
     def r(width, frac, seed, score):
-        return {"spec": {"model": {"width": width}, "task": {"frac": frac}, "seed": seed}, "metrics": {"r2": score}, "status": "done"}
+        return {
+            "spec": {"model": {"width": width}, "task": {"frac": frac}, "seed": seed},
+            "metrics": {"r2": score},
+            "status": "done",
+        }
 
     rising = [r(32, 0.5, s, 0.2 + s * 0.01) for s in (0, 1)] + [r(64, 0.5, 0, 0.4), r(128, 0.5, 0, 0.6)]
     verdict = rises_with(rising, "r2", "model.width")

@@ -117,7 +117,13 @@ def test_the_page_opens_with_every_claim_and_its_verdict_linked_to_its_section()
     claim |= {"numbers": {"difference": -0.1}, "detail": "A 0.5 is not above B 0.6"}
     entry = {"name": "x", "title": "X", "counts": {"done": 1}, "columns": ["run"], "rows": [], "figures": []}
     entry["claims"] = [claim]
-    report = {"title": "t", "created": "now", "meta": {}, "claims": [{"experiment": "x", **claim}], "experiments": [entry]}
+    report = {
+        "title": "t",
+        "created": "now",
+        "meta": {},
+        "claims": [{"experiment": "x", **claim}],
+        "experiments": [entry],
+    }
     page = render_html(report, [(entry, [])])
     parser = _Tables()
     parser.feed(page)
@@ -163,7 +169,16 @@ def _fake_runs(count, metrics=("a",), points=1, **spec):
     for i in range(count):
         curve = [{"step": 100 * (j + 1), **{m: 0.1 * i + j for m in metrics}} for j in range(points)]
         metrics_ = {m: 0.1 * i for m in metrics}
-        runs.append({"id": f"{i:08d}", "status": "done", "spec": {"seed": i, **spec}, "metrics": metrics_, "curve": curve, "seconds": 1.0})
+        runs.append(
+            {
+                "id": f"{i:08d}",
+                "status": "done",
+                "spec": {"seed": i, **spec},
+                "metrics": metrics_,
+                "curve": curve,
+                "seconds": 1.0,
+            }
+        )
     return runs
 
 
@@ -220,14 +235,19 @@ def test_a_table_shows_lists_as_lists_and_no_setting_that_no_run_has():
     runs[1]["spec"]["grid"] = [1e-4, 1e-3]
     table = experiment_table("no_such_experiment", runs, ["grid", "image.model"])
     assert "image.model" not in table["columns"]
-    assert [format_cell(row[table["columns"].index("grid")]) for row in table["rows"]] == ["[3e-05]", "[0.0001, 0.001]"]
+    assert [format_cell(row[table["columns"].index("grid")]) for row in table["rows"]] == [
+        "[3e-05]",
+        "[0.0001, 0.001]",
+    ]
 
 
 def test_labels_use_the_fewest_settings_that_tell_the_runs_apart():
     from bindbench.core.report import distinguishing
 
     runs = _fake_runs(4)
-    for r, (kind, dim, objects, colours) in zip(runs, [("bag", 8, 3, 8), ("tpr", 8, 3, 8), ("tpr", 4, 2, 64), ("tpr", 4, 8, 64)]):
+    for r, (kind, dim, objects, colours) in zip(
+        runs, [("bag", 8, 3, 8), ("tpr", 8, 3, 8), ("tpr", 4, 2, 64), ("tpr", 4, 8, 64)]
+    ):
         r["spec"] |= {"kind": kind, "dim": dim, "objects": objects, "colours": colours}
     # colours adds nothing once kind, dim and objects are known; the seed is ignored
     assert distinguishing(runs, ["kind", "dim"], ignore={"seed"}) == ["kind", "dim", "objects"]

@@ -19,11 +19,20 @@ def hyper(width, ood, frac=0.5, support="random", seed=0, **metrics):
 
 
 def neurons(widths):
-    return runs_of(*[({"task": {"num_modules": m}, "seed": 0}, {"min_width": w, "reached": float(w is not None)}) for m, w in widths.items()])
+    return runs_of(
+        *[
+            ({"task": {"num_modules": m}, "seed": 0}, {"min_width": w, "reached": float(w is not None)})
+            for m, w in widths.items()
+        ]
+    )
 
 
 def code(kind, readout, role_dim=8, objects=3, **metrics):
-    spec = {"code": {"kind": kind, "readout": readout, "role_dim": role_dim}, "sets": {"max_objects": objects}, "seed": 0}
+    spec = {
+        "code": {"kind": kind, "readout": readout, "role_dim": role_dim},
+        "sets": {"max_objects": objects},
+        "seed": 0,
+    }
     return spec, metrics
 
 
@@ -36,7 +45,9 @@ def scan(split, exact, seed=0):
 
 
 def structure(init, sub, abl, random_abl, seed=0):
-    metrics = {f"{k}_{n}": v for k, v in (("sub", sub), ("abl", abl), ("random_abl", random_abl)) for n in (1, 2)}
+    metrics = {
+        f"{k}_{n}": v for k, v in (("sub", sub), ("abl", abl), ("random_abl", random_abl)) for n in (1, 2)
+    }
     return {"model": {"init": init}, "task": {"name": "and"}, "seed": seed}, metrics
 
 
@@ -58,8 +69,18 @@ CASES = {  # (experiment, claim): (runs that satisfy it, runs that do not)
         runs_of(hyper(256, 0.54, support="pseudo_random_disconnected")),
     ),
     ("scaling", "decodability"): (
-        runs_of(*[hyper(w, o, decodability_r2=d) for w, o, d in ((16, 0.0, 0.1), (32, 0.3, 0.5), (64, 0.5, 0.6), (128, 0.8, 0.9))]),
-        runs_of(*[hyper(w, o, decodability_r2=d) for w, o, d in ((16, 0.0, 0.9), (32, 0.3, 0.6), (64, 0.5, 0.5), (128, 0.8, 0.1))]),
+        runs_of(
+            *[
+                hyper(w, o, decodability_r2=d)
+                for w, o, d in ((16, 0.0, 0.1), (32, 0.3, 0.5), (64, 0.5, 0.6), (128, 0.8, 0.9))
+            ]
+        ),
+        runs_of(
+            *[
+                hyper(w, o, decodability_r2=d)
+                for w, o, d in ((16, 0.0, 0.9), (32, 0.3, 0.6), (64, 0.5, 0.5), (128, 0.8, 0.1))
+            ]
+        ),
     ),
     ("neurons", "linear_in_modules"): (
         neurons({4: 100, 8: 130, 16: 190, 32: 320}),  # about 65 + 8 M
@@ -74,12 +95,32 @@ CASES = {  # (experiment, claim): (runs that satisfy it, runs that do not)
         runs_of(code("tpr_orthonormal", "unbind", accuracy_held_out=0.99, swap_held_out=1.0)),
     ),
     ("binding_codes", "random_roles_crosstalk"): (
-        runs_of(*[code("tpr_random", "unbind", d, n, accuracy_seen=a) for d, n, a in ((4, 2, 0.2), (16, 2, 0.9), (4, 8, 0.1), (16, 8, 0.8))]),
-        runs_of(*[code("tpr_random", "unbind", d, n, accuracy_seen=a) for d, n, a in ((4, 2, 0.2), (16, 2, 0.9), (4, 8, 0.8), (16, 8, 0.8))]),
+        runs_of(
+            *[
+                code("tpr_random", "unbind", d, n, accuracy_seen=a)
+                for d, n, a in ((4, 2, 0.2), (16, 2, 0.9), (4, 8, 0.1), (16, 8, 0.8))
+            ]
+        ),
+        runs_of(
+            *[
+                code("tpr_random", "unbind", d, n, accuracy_seen=a)
+                for d, n, a in ((4, 2, 0.2), (16, 2, 0.9), (4, 8, 0.8), (16, 8, 0.8))
+            ]
+        ),
     ),
     ("binding_images", "slots_bind_held_out_pairs"): (
-        runs_of(image("cnn", 0.55), image("cnn", 0.56, 1), image("slot_attention", 0.9), image("slot_attention", 0.92, 1)),
-        runs_of(image("cnn", 0.55), image("cnn", 0.56, 1), image("slot_attention", 0.52), image("slot_attention", 0.9, 1)),
+        runs_of(
+            image("cnn", 0.55),
+            image("cnn", 0.56, 1),
+            image("slot_attention", 0.9),
+            image("slot_attention", 0.92, 1),
+        ),
+        runs_of(
+            image("cnn", 0.55),
+            image("cnn", 0.56, 1),
+            image("slot_attention", 0.52),
+            image("slot_attention", 0.9, 1),
+        ),
     ),
     ("slot_probe", "slots_hold_colour"): (
         runs_of(({"seed": 0}, {"probe_colour_held_out": 0.84})),

@@ -76,7 +76,9 @@ def per_setting(runs: list[dict], compared: Iterable[str] = ()) -> dict[str, lis
     return parts
 
 
-def exceeds(high: list[float], low: list[float], high_name: str, low_name: str, margin: str = "spread") -> Verdict:
+def exceeds(
+    high: list[float], low: list[float], high_name: str, low_name: str, margin: str = "spread"
+) -> Verdict:
     """Whether the mean of `high` is above the mean of `low`: by more than the larger standard
     deviation of the two (margin "spread"; one value each: by anything), or at all ("mean")."""
     if not high or not low:
@@ -151,7 +153,9 @@ def beyond(found: list[float], bound: float, name: str, above: bool = True) -> V
     held = mean >= bound if above else mean < bound
     side = ">=" if above else "<"
     numbers = {f"{name} mean": mean, f"{name} std": float(np.std(found)), "bound": bound, "runs": len(found)}
-    return Verdict(HELD if held else NOT_HELD, numbers, f"{name} {mean:.3f} {side if held else 'not ' + side} {bound}")
+    return Verdict(
+        HELD if held else NOT_HELD, numbers, f"{name} {mean:.3f} {side if held else 'not ' + side} {bound}"
+    )
 
 
 def every(verdicts: dict[str, Verdict]) -> Verdict:

@@ -14,7 +14,7 @@ from bindbench.core.config import (
     expand_grid,
     flatten,
     load_yaml,
-    parse_overrides,
+    parse_override,
     run_id,
     short_hash,
     split_sweep,
@@ -78,7 +78,8 @@ def _assign_sets(
 ) -> list[tuple[Experiment, dict]]:
     """Adds `--set` values: `exp.key=v` targets one experiment, `key=v` all that have the key."""
     names = {exp.name for exp, _ in entries}
-    for key, value in parse_overrides(sets).items():
+    for item in sets:
+        key, value = parse_override(item)
         head, _, rest = key.partition(".")
         targets = [(exp, over) for exp, over in entries if head == exp.name and rest]
         if targets:

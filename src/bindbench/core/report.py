@@ -179,7 +179,9 @@ def figure_legend(fig: Figure, ax, columns: int = 4) -> None:
     if not handles:
         return
     fits = int(fig.get_size_inches()[0] / (0.06 * max(map(len, labels)) + 0.5))  # 7 pt text
-    fig.legend(handles, labels, loc="outside lower center", ncols=max(1, min(columns, fits, len(labels))), fontsize=7)
+    fig.legend(
+        handles, labels, loc="outside lower center", ncols=max(1, min(columns, fits, len(labels))), fontsize=7
+    )
 
 
 def distinguishing(runs: list[dict], first: list[str] = (), ignore: set[str] = frozenset()) -> list[str]:
@@ -219,7 +221,9 @@ def curves_plot(runs: list[dict], metrics: list[str], swept: list[str]) -> Plot 
             if points:
                 data.setdefault(run["id"][:8], {"label": labels[run["id"]]})[metric] = points
                 marker = "o" if len(points) <= FEW_POINTS else None
-                ax.plot(*zip(*points), label=labels[run["id"]], lw=1.2, marker=marker, ms=4, **styles[run["id"]])
+                ax.plot(
+                    *zip(*points), label=labels[run["id"]], lw=1.2, marker=marker, ms=4, **styles[run["id"]]
+                )
         ax.set_xlabel("step")
         ax.set_title(metric, fontsize=9)
         ax.grid(alpha=0.3)
@@ -315,7 +319,10 @@ def build_report(folder: str | Path, figures: str | Path | None = None) -> tuple
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "meta": meta,
         # what the runs were trained with: every distinct set of versions and machine
-        "versions": [json.loads(v) for v in dict.fromkeys(json.dumps(r["versions"], sort_keys=True) for r in runs if r["versions"])],
+        "versions": [
+            json.loads(v)
+            for v in dict.fromkeys(json.dumps(r["versions"], sort_keys=True) for r in runs if r["versions"])
+        ],
         "claims": [],
         "experiments": [],
     }
@@ -446,7 +453,11 @@ def render_html(report: dict, sections: list[tuple[dict, list[tuple[str, str]]]]
         f"Device: {esc(str(meta.get('device', '')))} &middot; created {esc(report['created'])}</p>",
     ]
     for versions in report.get("versions", []):
-        parts.append("<p class='versions'>Trained with " + esc(", ".join(f"{k} {v}" for k, v in versions.items())) + "</p>")
+        parts.append(
+            "<p class='versions'>Trained with "
+            + esc(", ".join(f"{k} {v}" for k, v in versions.items()))
+            + "</p>"
+        )
     parts.append("<nav><b>Contents</b><ul>")
     if report.get("claims"):
         parts.append("<li><a href='#claims'>Claims</a></li>")

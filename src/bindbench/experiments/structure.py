@@ -312,7 +312,9 @@ def _subnetworks(runs: list[dict]) -> Verdict:
         control = [r for r in part if r["spec"]["model"]["init"] == "random"]
         checks = {}
         for n in (1, 2):
-            checks[f"sub_{n}"] = exceeds(values(trained, f"sub_{n}"), values(control, f"sub_{n}"), f"Sub {n}", "random init")
+            checks[f"sub_{n}"] = exceeds(
+                values(trained, f"sub_{n}"), values(control, f"sub_{n}"), f"Sub {n}", "random init"
+            )
             checks[f"abl_{n}"] = exceeds(
                 values(trained, f"random_abl_{n}"), values(trained, f"abl_{n}"), "random mask", f"Abl {n}"
             )

@@ -386,11 +386,13 @@ def _built_runs(sa_fg_ari, mlp_fg_ari, floor=0.35, sa_order=0.0, mlp_order=0.3):
     """Finished runs as the store gives them: a Slot Attention and a Slot MLP run per seed."""
     runs = []
     for kind, scores, order in (("slot_attention", sa_fg_ari, sa_order), ("slot_mlp", mlp_fg_ari, mlp_order)):
-        for seed, score in enumerate(scores):
-            metrics = {"fg_ari": score, "more_fg_ari": score - 0.05, "floor_colour_fg_ari": floor}
+        for seed, value in enumerate(scores):
+            metrics = {"fg_ari": value, "more_fg_ari": value - 0.05, "floor_colour_fg_ari": floor}
             for attribute in ("colour", "shape", "place"):
                 metrics |= {f"slot_{attribute}_mi": 0.1 + order / 3, f"slot_{attribute}_mi_shuffled": 0.1}
-            runs.append({"spec": {"model": {"kind": kind}, "seed": seed}, "metrics": metrics, "status": "done"})
+            runs.append(
+                {"spec": {"model": {"kind": kind}, "seed": seed}, "metrics": metrics, "status": "done"}
+            )
     return runs
 
 
@@ -402,9 +404,13 @@ def test_segregation_claims_hold_on_runs_that_satisfy_them_and_not_on_runs_that_
         return {claim.name: judge(claim, runs)["verdict"] for claim in CLAIMS}
 
     good = verdicts(_built_runs([0.80, 0.82, 0.84], [0.50, 0.52, 0.51]))
-    assert good == dict.fromkeys(["objects", "no_colour_shortcut", "more_objects", "exchangeable_slots"], "held")
+    assert good == dict.fromkeys(
+        ["objects", "no_colour_shortcut", "more_objects", "exchangeable_slots"], "held"
+    )
     # one failed seed: Slot Attention's spread swallows its lead, and the floor is inside it
     bad = verdicts(_built_runs([0.62, 0.14, 0.63], [0.47, 0.50, 0.50], sa_order=0.3, mlp_order=0.0))
-    assert bad == dict.fromkeys(["objects", "no_colour_shortcut", "more_objects", "exchangeable_slots"], "not held")
+    assert bad == dict.fromkeys(
+        ["objects", "no_colour_shortcut", "more_objects", "exchangeable_slots"], "not held"
+    )
     only_mlp = [r for r in _built_runs([0.8], [0.5]) if r["spec"]["model"]["kind"] == "slot_mlp"]
     assert set(verdicts(only_mlp).values()) == {"not measured at this profile"}

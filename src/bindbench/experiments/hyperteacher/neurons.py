@@ -150,7 +150,9 @@ def _about_linear(runs: list[dict]) -> Verdict:
     """The power law's exponent over the mean minimal width per M at most 1.5, every search reached."""
     by_m = defaultdict(list)
     for r in runs:
-        by_m[r["spec"]["task"]["num_modules"]].append(r["metrics"].get("min_width") if r["metrics"].get("reached") == 1.0 else None)
+        by_m[r["spec"]["task"]["num_modules"]].append(
+            r["metrics"].get("min_width") if r["metrics"].get("reached") == 1.0 else None
+        )
     missed = sorted(m for m, widths in by_m.items() if None in widths)
     reached = {m: w for m, w in by_m.items() if None not in w}
     if len(reached) < 2:
@@ -164,7 +166,11 @@ def _about_linear(runs: list[dict]) -> Verdict:
         numbers["M without a width"] = len(missed)
         return Verdict(NOT_HELD, numbers, f"no width reached the threshold at M = {missed}")
     held = b <= 1.5
-    return Verdict(HELD if held else NOT_HELD, numbers, f"widths {shown} at M = {modules}: exponent {b:.2f} ({'<=' if held else '>'} 1.5)")
+    return Verdict(
+        HELD if held else NOT_HELD,
+        numbers,
+        f"widths {shown} at M = {modules}: exponent {b:.2f} ({'<=' if held else '>'} 1.5)",
+    )
 
 
 CLAIMS = (

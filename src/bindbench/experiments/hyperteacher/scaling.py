@@ -29,8 +29,8 @@ from bindbench.core.claims import (
     in_every,
     per_setting,
     rises_with,
-    values,
 )
+from bindbench.core.claims import values as metric_values
 from bindbench.core.config import get_path
 from bindbench.core.metrics import r2_score
 from bindbench.core.probes import capture, features, r2_per_target, ridge_fit
@@ -243,7 +243,9 @@ def _control_fails(support: str):
         widths = sorted({r["spec"]["model"]["width"] for r in part})
         return every(
             {
-                f"width {w}": beyond(values(part, "ood_r2", model__width=w), 0.5, f"OOD R² at width {w}", above=False)
+                f"width {w}": beyond(
+                    metric_values(part, "ood_r2", model__width=w), 0.5, f"OOD R² at width {w}", above=False
+                )
                 for w in widths
             }
         )
@@ -258,10 +260,13 @@ def _control_fails(support: str):
 
 
 def _decodability_goes_with_ood(runs: list[dict]) -> Verdict:
-    done = [r for r in _support(runs, "random") if "decodability_r2" in r["metrics"] and "ood_r2" in r["metrics"]]
+    done = [
+        r for r in _support(runs, "random") if "decodability_r2" in r["metrics"] and "ood_r2" in r["metrics"]
+    ]
     if len(done) < 4:
         return Verdict(NOT_MEASURED, {}, f"{len(done)} random-support runs with both figures; 4 needed")
-    rho = float(stats.spearmanr(values(done, "decodability_r2"), values(done, "ood_r2")).statistic)
+    decodability, ood = metric_values(done, "decodability_r2"), metric_values(done, "ood_r2")
+    rho = float(stats.spearmanr(decodability, ood).statistic)
     held = rho >= 0.5
     detail = f"Spearman rho {rho:.3f} over {len(done)} runs ({'>=' if held else '<'} 0.5)"
     return Verdict(HELD if held else NOT_HELD, {"spearman": rho, "runs": len(done)}, detail)

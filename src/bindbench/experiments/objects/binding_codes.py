@@ -23,7 +23,17 @@ import torch
 from matplotlib.figure import Figure
 from pydantic import Field
 
-from bindbench.core.claims import HELD, NOT_HELD, NOT_MEASURED, Claim, Verdict, beyond, every, rises_with, values
+from bindbench.core.claims import (
+    HELD,
+    NOT_HELD,
+    NOT_MEASURED,
+    Claim,
+    Verdict,
+    beyond,
+    every,
+    rises_with,
+    values,
+)
 from bindbench.core.config import Spec
 from bindbench.core.registry import Experiment, RunResult, register
 from bindbench.core.report import Plot
@@ -216,16 +226,26 @@ def _bag_at_chance(runs: list[dict]) -> Verdict:
     worst = max(abs(v - 0.5) for v in found)
     numbers = {"swap accuracies": len(found), "largest distance from 0.5": worst}
     held = worst < 1e-9
-    return Verdict(HELD if held else NOT_HELD, numbers, f"{len(found)} swap accuracies, at most {worst:.2g} from 0.5")
+    return Verdict(
+        HELD if held else NOT_HELD, numbers, f"{len(found)} swap accuracies, at most {worst:.2g} from 0.5"
+    )
 
 
 def _unbinding_exact(runs: list[dict]) -> Verdict:
-    mine = [r for r in runs if r["spec"]["code"]["kind"] == "tpr_orthonormal" and r["spec"]["code"]["readout"] == "unbind"]
+    mine = [
+        r
+        for r in runs
+        if r["spec"]["code"]["kind"] == "tpr_orthonormal" and r["spec"]["code"]["readout"] == "unbind"
+    ]
     return every({m: beyond(values(mine, m), 1.0, m) for m in ("accuracy_held_out", "swap_held_out")})
 
 
 def _crosstalk(runs: list[dict]) -> Verdict:
-    mine = [r for r in runs if r["spec"]["code"]["kind"] == "tpr_random" and r["spec"]["code"]["readout"] == "unbind"]
+    mine = [
+        r
+        for r in runs
+        if r["spec"]["code"]["kind"] == "tpr_random" and r["spec"]["code"]["readout"] == "unbind"
+    ]
     return rises_with(mine, "accuracy_seen", "code.role_dim")
 
 

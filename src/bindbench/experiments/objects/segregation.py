@@ -245,7 +245,9 @@ def scores_plot(runs: list[dict]) -> Plot | None:
     # long names (recipes differing in several keys) are numbered on the axes, named in the table
     numbered = any(len(g) > 40 for g in groups)
     ticks = [f"#{i + 1}" if numbered else g for i, g in enumerate(groups)]
-    fig = Figure(figsize=(column_width(3.0 + 1.3 * (len(groups) + 2) * len(PANELS) / 2), 3.6), layout="constrained")
+    fig = Figure(
+        figsize=(column_width(3.0 + 1.3 * (len(groups) + 2) * len(PANELS) / 2), 3.6), layout="constrained"
+    )
     axes = fig.subplots(1, len(PANELS))
     for ax, (metric, _) in zip(axes, PANELS[:2]):  # FG-ARI, with the floors beside
         labels = [*ticks]

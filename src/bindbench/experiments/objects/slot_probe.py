@@ -131,7 +131,9 @@ def plots(runs: list[dict]) -> list[Plot]:
 def _halfway(attribute: str, classes: int):
     """check(runs): the probe on held-out pairs at least halfway from chance (1/classes) to 1."""
     bound = (1 + 1 / classes) / 2
-    return lambda runs: beyond(values(runs, f"probe_{attribute}_held_out"), bound, f"{attribute} on held-out pairs")
+    return lambda runs: beyond(
+        values(runs, f"probe_{attribute}_held_out"), bound, f"{attribute} on held-out pairs"
+    )
 
 
 CLAIMS = tuple(
