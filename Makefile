@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench screenshots clean
 
 # two runs side by side, one torch thread each: on 2 cores faster than one run on two threads
 demo: $(STAMP)
@@ -16,6 +16,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/bindbench bench
+
+# the newest `make demo` report (or REPORT=path/report.html) as a reader sees it, in headless
+# Chromium (Debian: apt-get install chromium): pages of 1,400 px in runs/screenshots/
+screenshots: $(STAMP)
+	$(BIN)/python tools/screenshots.py $${REPORT:-$$(ls -td runs/default-quick-*/ | head -1)report.html} runs/screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -394,7 +394,7 @@ th{background:#f3f3f3} td.text{text-align:left}
 .status-failed,.status-diverged{color:#b00}.status-running{color:#a60}
 .verdict-held{color:#070;font-weight:600}.verdict-not-held{color:#b00;font-weight:600}
 .verdict-not-measured{color:#777}
-table.claims td{max-width:28em}
+table.claims td{max-width:28em}table.claims th{text-align:left}
 figure{display:inline-block;margin:0.5em}figcaption{font-size:13px;color:#555}
 code{background:#f3f3f3;padding:1px 4px}
 img{max-width:100%}.versions{font-size:13px;color:#555}nav ul{margin:0.3em 0}
