@@ -2,6 +2,7 @@
 estimator checks: an experiment gets them by being registered (with its `tiny` overrides)."""
 
 import json
+import pickle
 
 import pytest
 
@@ -66,6 +67,7 @@ def test_every_experiment_has_a_tiny_spec_and_profiles(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_every_experiment_says_what_it_claims_and_against_which_figure(name):
     claims = EXPERIMENTS[name].claims
+    pickle.dumps(EXPERIMENTS[name])  # a job carries its experiment to pool workers: no lambdas
     assert claims, f"{name} declares no claim"
     assert len({c.name for c in claims}) == len(claims)
     assert all(c.sentence and c.anchor for c in claims)

@@ -8,6 +8,8 @@ from training combinations) and OOD (held-out combinations) R^2.
 
 from __future__ import annotations
 
+from functools import partial
+
 from bindbench.core.claims import Claim, rises_with
 from bindbench.core.registry import Experiment, RunResult, register
 from bindbench.experiments.hyperteacher.setup import (
@@ -37,7 +39,7 @@ CLAIMS = (
         "OOD R² on held-out module combinations rises with the MLP's width, at every coverage",
         "Redhardt, Akram & Schug 2025: OOD R² rises with width and coverage (curve values not "
         "retrieved; research note scaling-compgen)",
-        lambda runs: rises_with(runs, "ood_r2", "model.width"),
+        partial(rises_with, metric="ood_r2", key="model.width"),
     ),
 )
 

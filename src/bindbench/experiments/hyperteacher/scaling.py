@@ -11,6 +11,7 @@ from every layer; per-task values support the correlation within a run as well a
 from __future__ import annotations
 
 from collections import defaultdict
+from functools import partial
 
 import numpy as np
 import torch
@@ -236,8 +237,8 @@ def _support(runs: list[dict], support: str) -> list[dict]:
     return [r for r in runs if r["spec"]["task"]["support"] == support]
 
 
-def _control_fails(support: str):
-    """check(runs): the control's mean OOD R² below 0.5 at every width it was trained at."""
+def _control_fails(runs: list[dict], support: str) -> Verdict:
+    """The control's mean OOD R² below 0.5 at every width it was trained at."""
 
     def one(part: list[dict]) -> Verdict:
         widths = sorted({r["spec"]["model"]["width"] for r in part})
@@ -250,13 +251,14 @@ def _control_fails(support: str):
             }
         )
 
-    def check(runs: list[dict]) -> Verdict:
-        mine = _support(runs, support)
-        if not mine:
-            return Verdict(NOT_MEASURED, {}, f"no finished {support} run")
-        return in_every(per_setting(mine, ["model.width"]), one)
+    mine = _support(runs, support)
+    if not mine:
+        return Verdict(NOT_MEASURED, {}, f"no finished {support} run")
+    return in_every(per_setting(mine, ["model.width"]), one)
 
-    return check
+
+def _width_rises(runs: list[dict]) -> Verdict:
+    return rises_with(_support(runs, "random"), "ood_r2", "model.width")
 
 
 def _decodability_goes_with_ood(runs: list[dict]) -> Verdict:
@@ -278,19 +280,19 @@ CLAIMS = (
         "width",
         "OOD R² rises with width at every coverage (random support)",
         ANCHOR,
-        lambda runs: rises_with(_support(runs, "random"), "ood_r2", "model.width"),
+        _width_rises,
     ),
     Claim(
         "non_compositional_fails",
         "A support that never trains one module fails at every width: OOD R² below 0.5",
         ANCHOR,
-        _control_fails("non_compositional"),
+        partial(_control_fails, support="non_compositional"),
     ),
     Claim(
         "disconnected_fails",
         "A support of two disconnected groups of modules fails at every width: OOD R² below 0.5",
         ANCHOR,
-        _control_fails("pseudo_random_disconnected"),
+        partial(_control_fails, support="pseudo_random_disconnected"),
     ),
     Claim(
         "decodability",

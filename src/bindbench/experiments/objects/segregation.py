@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from functools import partial
 
 import torch
 from matplotlib.figure import Figure
@@ -368,20 +369,22 @@ def picture_plots(runs: list[dict]) -> list[Plot]:
 # ----------------------------------------------------------------------------- claims
 
 
-def _model_above(metric: str, high: str, low: str, what: str):
-    """check(runs): `metric` of model `high` above model `low` by more than the seed spread,
-    wherever the runs differ in nothing else."""
+def _model_above(runs: list[dict], metric: str, high: str, low: str, what: str) -> Verdict:
+    """`metric` of model `high` above model `low` by more than the seed spread, wherever the
+    runs differ in nothing else."""
 
-    def check(runs: list[dict]) -> Verdict:
-        def one(part: list[dict]) -> Verdict:
-            names = {"slot_attention": "Slot Attention", "slot_mlp": "Slot MLP"}
-            a = values(part, metric, model__kind=high)
-            b = values(part, metric, model__kind=low)
-            return exceeds(a, b, f"{names[high]} {what}", f"{names[low]} {what}")
+    def one(part: list[dict]) -> Verdict:
+        names = {"slot_attention": "Slot Attention", "slot_mlp": "Slot MLP"}
+        a = values(part, metric, model__kind=high)
+        b = values(part, metric, model__kind=low)
+        return exceeds(a, b, f"{names[high]} {what}", f"{names[low]} {what}")
 
-        return in_every(per_setting(runs, ["model.kind"]), one)
+    return in_every(per_setting(runs, ["model.kind"]), one)
 
-    return check
+
+def _slots_exchangeable(runs: list[dict]) -> Verdict:
+    runs = [_with_slot_order(r) for r in runs]
+    return _model_above(runs, "slot_order", "slot_mlp", "slot_attention", "slot-order information")
 
 
 def _above_floor(runs: list[dict]) -> Verdict:
@@ -399,7 +402,7 @@ CLAIMS = (
         "Slot Attention segments objects better than the slot-free Slot MLP: FG-ARI above it "
         "by more than the seed spread",
         "FG-ARI 0.913 against 0.603 on Multi-dSprites (Locatello et al. 2020, Table 1)",
-        _model_above("fg_ari", "slot_attention", "slot_mlp", "FG-ARI"),
+        partial(_model_above, metric="fg_ari", high="slot_attention", low="slot_mlp", what="FG-ARI"),
     ),
     Claim(
         "no_colour_shortcut",
@@ -414,7 +417,13 @@ CLAIMS = (
         "With more slots, Slot Attention segments more objects than it was trained on better "
         "than the Slot MLP, whose slot count is fixed",
         "trained on CLEVR6 with 7 slots, evaluated on CLEVR10 with 11 (Locatello et al. 2020)",
-        _model_above("more_fg_ari", "slot_attention", "slot_mlp", "more-objects FG-ARI"),
+        partial(
+            _model_above,
+            metric="more_fg_ari",
+            high="slot_attention",
+            low="slot_mlp",
+            what="more-objects FG-ARI",
+        ),
     ),
     Claim(
         "exchangeable_slots",
@@ -422,9 +431,7 @@ CLAIMS = (
         "(colour, shape and place, nats above shuffled slots, summed) than the Slot MLP's do",
         "Slot Attention is permutation-equivariant in its slots by construction (Locatello et "
         "al. 2020); no published figure",
-        lambda runs: _model_above("slot_order", "slot_mlp", "slot_attention", "slot-order information")(
-            [_with_slot_order(r) for r in runs]
-        ),
+        _slots_exchangeable,
     ),
 )
 

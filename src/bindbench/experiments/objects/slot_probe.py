@@ -10,11 +10,13 @@ seen ones.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from matplotlib.figure import Figure
 from pydantic import Field
 
-from bindbench.core.claims import Claim, beyond, values
+from bindbench.core.claims import Claim, Verdict, beyond, values
 from bindbench.core.probes import logistic_fit, matched_slots
 from bindbench.core.registry import Experiment, RunResult, register
 from bindbench.core.report import Plot, bars, spread
@@ -128,12 +130,10 @@ def plots(runs: list[dict]) -> list[Plot]:
     return [plot] if plot is not None else []
 
 
-def _halfway(attribute: str, classes: int):
-    """check(runs): the probe on held-out pairs at least halfway from chance (1/classes) to 1."""
+def _halfway(runs: list[dict], attribute: str, classes: int) -> Verdict:
+    """The probe on held-out pairs at least halfway from chance (1/classes) to 1."""
     bound = (1 + 1 / classes) / 2
-    return lambda runs: beyond(
-        values(runs, f"probe_{attribute}_held_out"), bound, f"{attribute} on held-out pairs"
-    )
+    return beyond(values(runs, f"probe_{attribute}_held_out"), bound, f"{attribute} on held-out pairs")
 
 
 CLAIMS = tuple(
@@ -143,7 +143,7 @@ CLAIMS = tuple(
         f"linear probe on the matched slot at least halfway from chance (1/{classes}) to 1",
         "slots as object representations that keep attributes apart (Greff et al. 2020; "
         "Locatello et al. 2020 probe CLEVR properties from slots); no figure",
-        _halfway(attribute, classes),
+        partial(_halfway, attribute=attribute, classes=classes),
     )
     for attribute, classes in (("colour", setup.HUE_BANDS), ("shape", len(SHAPES)))
 )
