@@ -215,10 +215,6 @@ TABLE_COLUMNS += ["mBO", "MSE", "validation FG-ARI"]
 TABLE_COLUMNS += ["diverged or failed", "published FG-ARI", "source"]
 
 
-def _values(group: list[dict], metric: str) -> list[float]:
-    return [r["metrics"][metric] for r in group if not math.isnan(r["metrics"].get(metric, math.nan))]
-
-
 def scores_plot(runs: list[dict]) -> Plot | None:
     """Every model's FG-ARI on the training's object counts and on more objects, and the slot
     index's information about colour: mean bars, every seed a dot (diverged runs an x at 0),
@@ -252,12 +248,12 @@ def scores_plot(runs: list[dict]) -> Plot | None:
     axes = fig.subplots(1, len(PANELS))
     for ax, (metric, _) in zip(axes, PANELS[:2]):  # FG-ARI, with the floors beside
         labels = [*ticks]
-        values = [_values(done[g], metric) for g in groups]
+        heights = [values(done[g], metric) for g in groups]
         for floor, floor_name in FLOORS.items() if floor_of else ():
             labels.append(floor_name.replace("k-means on ", "k-means\n"))
             key = f"{metric.removesuffix('fg_ari')}floor_{floor}_fg_ari"
-            values.append([m[key] for m in floor_of.values() if key in m])
-        (x,) = bars(ax, [lbl.replace(" (", "\n(") for lbl in labels], {"mean": values}, dots=12).values()
+            heights.append([m[key] for m in floor_of.values() if key in m])
+        (x,) = bars(ax, [lbl.replace(" (", "\n(") for lbl in labels], {"mean": heights}, dots=12).values()
         for patch in ax.containers[0].patches[len(groups) :]:  # the floors, which learn nothing
             patch.set_facecolor("0.7")
         for xi, g in zip(x, groups):
@@ -270,11 +266,11 @@ def scores_plot(runs: list[dict]) -> Plot | None:
                 )
         ax.set_ylim(min(0.0, ax.get_ylim()[0]), 1.05)
     ax = axes[2]  # slot order: the information about each attribute, and with slots shuffled
-    series = {a: [_values(done[g], f"slot_{a}_mi") for g in groups] for a in ATTRIBUTES}
+    series = {a: [values(done[g], f"slot_{a}_mi") for g in groups] for a in ATTRIBUTES}
     positions = bars(ax, [t.replace(" (", "\n(") for t in ticks], series, dots=12)
     for attribute, x in positions.items():  # what shuffled slots score: the estimator's bias
         for xi, g in zip(x, groups):
-            shuffled = _values(done[g], f"slot_{attribute}_mi_shuffled")
+            shuffled = values(done[g], f"slot_{attribute}_mi_shuffled")
             ax.scatter([xi] * len(shuffled), shuffled, color="w", edgecolors="k", s=14, zorder=4)
     ax.scatter([], [], color="w", edgecolors="k", s=14, label="slots shuffled")
     ax.legend(fontsize=7, loc="upper left")
@@ -287,7 +283,7 @@ def scores_plot(runs: list[dict]) -> Plot | None:
     axes[0].legend(fontsize=7, loc="upper right")
 
     def cell(group: list[dict], metric: str) -> str:
-        return spread(_values(group, metric))
+        return spread(values(group, metric))
 
     rows = []
     for g in groups:
@@ -307,7 +303,7 @@ def scores_plot(runs: list[dict]) -> Plot | None:
                 f"#{len(rows) + 1} {g}" if numbered else g,
                 len(d),
                 cell(d, "fg_ari"),
-                ", ".join(f"{v:.3f}" for v in _values(d, "fg_ari")),
+                ", ".join(f"{v:.3f}" for v in values(d, "fg_ari")),
             ]
             + [
                 ", ".join(map(str, sorted(slots))) + merge,
@@ -326,7 +322,7 @@ def scores_plot(runs: list[dict]) -> Plot | None:
             + ["as Slot Attention" if more else "", spread(more), "", "", "", "", "", "", "", None, ""]
         )
     data = {
-        g: {m: _values(done[g], m) for m in ("fg_ari", "more_fg_ari", *(f"slot_{a}_mi" for a in ATTRIBUTES))}
+        g: {m: values(done[g], m) for m in ("fg_ari", "more_fg_ari", *(f"slot_{a}_mi" for a in ATTRIBUTES))}
         for g in groups
     }
     table = {"columns": TABLE_COLUMNS, "rows": rows}
