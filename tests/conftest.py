@@ -1,7 +1,13 @@
+import os
+import tempfile
+
 import pytest
 import torch
 
 import bindbench.experiments  # noqa: F401  (registers experiments and suites)
+
+# `bindbench list`'s cache (bindbench.catalog) goes to a folder of the test session's own
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="bindbench-cache-")
 
 # Sized so one run trains in about a second on one CPU core.
 TINY = [

@@ -1,11 +1,17 @@
 """BindBench: runnable, measured experiments on the binding problem in neural networks."""
 
-from importlib.metadata import PackageNotFoundError, version
 
-try:
-    __version__ = version("bindbench")  # one version: the package metadata's, from pyproject.toml
-except PackageNotFoundError:  # a source tree that was never installed
-    __version__ = "unknown"
+def __getattr__(name: str):
+    # `bindbench.__version__`, read from the package metadata (pyproject.toml) when asked for:
+    # importlib.metadata costs a command that never prints it (`--help`) a tenth of its start
+    if name != "__version__":
+        raise AttributeError(f"module 'bindbench' has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("bindbench")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "unknown"
 
 
 def run(*args, **kwargs):

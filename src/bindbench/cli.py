@@ -11,10 +11,9 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bindbench.core.config import SpecError
+from bindbench.core.errors import SpecError
 
 # the plain help formatter: flags shown as flags, brackets as written (no rich markup)
 app = typer.Typer(
@@ -63,6 +62,8 @@ def run_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or per-run lines"),
 ) -> None:
     """Run an experiment or suite (missing runs only) and write its report."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from bindbench.api import run
     from bindbench.core.config import parse_overrides
 
@@ -139,45 +140,43 @@ def list_command(
     ),
 ) -> None:
     """List experiments, suites and profiles, or one experiment's spec keys."""
-    import bindbench.experiments  # noqa: F401
-    from bindbench.core.registry import EXPERIMENTS, PROFILES, SUITES, get_experiment
+    from bindbench import catalog
 
-    if experiment in SUITES:  # a suite: its experiments, each listed in turn
-        suite = SUITES[experiment]
-        console.print(f"[bold]{suite.name}[/bold] (suite): {suite.description}")
-        for name, _ in suite.entries:
-            _show_experiment(get_experiment(name))
+    listing = catalog.load()  # cached: the experiments (and torch) are imported only when it is stale
+    experiments, suites = listing["experiments"], listing["suites"]
+    if experiment in suites:  # a suite: its experiments, each listed in turn
+        console.print(f"[bold]{experiment}[/bold] (suite): {suites[experiment]['description']}")
+        for name in suites[experiment]["experiments"]:
+            _show_experiment(name, experiments[name])
         return
     if experiment is not None:
-        _show_experiment(get_experiment(experiment))
+        if experiment not in experiments:
+            raise SpecError(f"unknown experiment '{experiment}': known are {', '.join(sorted(experiments))}")
+        _show_experiment(experiment, experiments[experiment])
         return
 
     table = Table("experiment", "profiles", "what it tests", box=None)
-    for name, exp in sorted(EXPERIMENTS.items()):
-        table.add_row(name, ", ".join(exp.profiles), exp.title)
+    for name, entry in experiments.items():
+        table.add_row(name, ", ".join(entry["profiles"]), entry["title"])
     console.print(table)
-    suites = Table("suite", "experiments", "description", box=None)
-    for name, suite in sorted(SUITES.items()):
-        suites.add_row(name, ", ".join(e for e, _ in suite.entries), suite.description)
-    console.print(suites)
-    console.print(f"profiles: {', '.join(PROFILES)} (quick is the default)")
+    table = Table("suite", "experiments", "description", box=None)
+    for name, suite in suites.items():
+        table.add_row(name, ", ".join(suite["experiments"]), suite["description"])
+    console.print(table)
+    console.print(f"profiles: {', '.join(listing['profiles'])} (quick is the default)")
 
 
-def _show_experiment(experiment) -> None:
-    from bindbench.core.config import describe_fields
-
-    console.print(f"[bold]{experiment.name}[/bold]: {experiment.title}")
+def _show_experiment(name: str, entry: dict) -> None:
+    console.print(f"[bold]{name}[/bold]: {entry['title']}")
     table = Table(box=None)
     table.add_column("key", no_wrap=True)  # a key is never cut: it is what one types
     for column in ("type", "default", "meaning"):
         table.add_column(column)
-    for key, kind, default, description in describe_fields(experiment.spec):
-        table.add_row(key, kind, repr(default), description)
+    for row in entry["keys"]:
+        table.add_row(*row)
     console.print(table)
-    for profile, overrides in experiment.profiles.items():
-        blocks = overrides if isinstance(overrides, list) else [overrides]  # grids that are joined
-        for number, block in enumerate(blocks):
-            shown = "  ".join(f"{k}={v}" for k, v in block.items())
+    for profile, blocks in entry["profiles"].items():
+        for number, shown in enumerate(blocks):
             console.print(f"profile {profile}{f' [{number + 1}]' if len(blocks) > 1 else ''}: {shown}")
 
 

@@ -19,9 +19,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-
-class SpecError(ValueError):
-    """Bad user input: an unknown key, a wrong type, an impossible value or file."""
+from bindbench.core.errors import SpecError  # noqa: F401  (re-exported: its home for most callers)
 
 
 class Spec(BaseModel):
