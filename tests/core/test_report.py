@@ -156,11 +156,37 @@ def test_markdown_gives_the_claims_and_the_tables_of_the_report_cell_for_cell(tm
     folder = run("composition", sets=[*tiny, "model.width=[4,8]"], out=tmp_path / "r")
     capsys.readouterr()
     assert main(["report", str(folder), "--markdown"]) == 0
-    claims, runs = _markdown_tables(capsys.readouterr().out)
+    claims, summary = _markdown_tables(capsys.readouterr().out)
     report = json.loads((folder / "report.json").read_text())
     assert claims[1:] == [[c["experiment"], c["claim"], c["verdict"], c["detail"]] for c in report["claims"]]
     (entry,) = report["experiments"]
-    assert runs == [entry["columns"], *[[format_cell(v) for v in row] for row in entry["rows"]]]
+    table = entry["summary"]  # composition has no table of its own: the headline's, by width
+    assert summary == [table["columns"], *table["rows"]]
+    assert table["columns"] == ["model.width", "4", "8"]
+    by_width = {
+        row[entry["columns"].index("model.width")]: row[entry["columns"].index("ood_r2")]
+        for row in entry["rows"]
+    }
+    assert table["rows"] == [["ood_r2", f"{by_width[4]:.3f}", f"{by_width[8]:.3f}"]]
+
+
+def test_the_headline_table_puts_the_widest_setting_across_and_averages_seeds_only():
+    from bindbench.core.report import headline_table
+
+    runs = []
+    for width in (8, 16, 32):
+        for support in ("random", "connected"):
+            for seed in (0, 1):
+                value = width / 100 + (support == "random") + seed / 10
+                spec = {"seed": seed, "model": {"width": width}, "task": {"support": support}}
+                runs.append({"status": "done", "spec": spec, "metrics": {"r2": value}})
+    runs.append({"status": "failed", "spec": {"seed": 0, "model": {"width": 64}}, "metrics": {}})
+    table = headline_table(runs, ["model.width", "task.support", "seed"], "r2")
+    assert table["title"] == "r2, mean ± std over seeds"
+    assert table["columns"] == ["task.support \\ model.width", "8", "16", "32"]  # the failed run: no column
+    assert table["rows"][0] == ["connected", "0.130 ± 0.050", "0.210 ± 0.050", "0.370 ± 0.050"]
+    assert table["rows"][1][0] == "random" and table["rows"][1][3] == "1.370 ± 0.050"
+    assert headline_table(runs[:2], ["model.width", "seed"], "r2") is None  # only the seed varies
 
 
 def _fake_runs(count, metrics=("a",), points=1, **spec):

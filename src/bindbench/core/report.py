@@ -71,6 +71,36 @@ def experiment_table(name: str, runs: list[dict], swept: list[str]) -> dict:
     return {"columns": columns, "rows": rows, "settings": settings, "metrics": metrics}
 
 
+def headline_table(runs: list[dict], settings: list[str], metric: str) -> dict | None:
+    """The headline metric as a paper prints it: a column per value of the setting with the
+    most values, a row per combination of the other settings that vary (seeds aside), each
+    cell the mean over the finished runs there ('± std' where several seeds). None where no
+    setting varies."""
+    done = [r for r in runs if r["status"] == "done" and metric in r["metrics"]]
+    distinct = {
+        key: list(dict.fromkeys(_lookup(r["spec"], key) for r in done)) for key in settings if key != "seed"
+    }
+    keys = [key for key, values in distinct.items() if len(values) > 1]
+    if not keys:
+        return None
+    across = max(keys, key=lambda key: len(distinct[key]))  # the first of the widest
+    down = [key for key in keys if key != across]
+    values = sorted(distinct[across], key=_sort_key)
+    cells: dict[tuple, dict[Any, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for run in done:
+        row = tuple(_lookup(run["spec"], key) for key in down)
+        cells[row][_lookup(run["spec"], across)].append(run["metrics"][metric])
+
+    corner = f"{', '.join(down)} \\ {across}" if down else across
+    rows = [
+        [", ".join(format_cell(v) for v in row) or metric, *(spread(cells[row].get(v, [])) for v in values)]
+        for row in sorted(cells, key=lambda row: [_sort_key(v) for v in row])
+    ]
+    seeds = max(len(found) for row in cells.values() for found in row.values())
+    title = f"{metric}{', mean ± std over seeds' if seeds > 1 else ''}"
+    return {"title": title, "columns": [corner, *map(format_cell, values)], "rows": rows}
+
+
 def _label(run: dict, keys: list[str], fallback: str = "") -> str:
     return ", ".join(f"{k.split('.')[-1]}={format_cell(_lookup(run['spec'], k))}" for k in keys) or fallback
 
@@ -107,10 +137,12 @@ def bars(
 
 
 def spread(values: list[float], signed: bool = False) -> str:
-    """A table cell 'mean ± std' of the values ('' when there are none)."""
+    """A table cell 'mean ± std' of the values (the value alone when there is one, '' when
+    there are none)."""
     if not len(values):
         return ""
-    return f"{np.mean(values):{'+' if signed else ''}.3f} ± {np.std(values):.3f}"
+    mean = f"{np.mean(values):{'+' if signed else ''}.3f}"
+    return mean if len(values) == 1 else f"{mean} ± {np.std(values):.3f}"
 
 
 DPI = 110  # the page's PNGs
@@ -348,6 +380,10 @@ def build_report(folder: str | Path, figures: str | Path | None = None) -> tuple
                 {"title": p.title, "data": p.data, **({"table": p.table} if p.table else {})} for p in plots
             ],
         }
+        if table["metrics"] and not any(p.table for p in plots):  # no summary of its own
+            summary = headline_table(mine, table["settings"], table["metrics"][0])
+            if summary is not None:
+                entry["summary"] = summary
         report["experiments"].append(entry)
         sections.append((entry, [(p.title, _png(p.figure)) for p in plots]))
     if figures is not None:
@@ -371,8 +407,9 @@ def _markdown_table(columns: list, rows: list) -> list[str]:
 
 
 def markdown(report: dict) -> str:
-    """The report's claims and each experiment's summary tables (its runs table where it has
-    none) as Markdown, for a README: the numbers the page shows, cell for cell."""
+    """The report's claims and each experiment's summary tables (its headline table, or its
+    runs table, where it has none of its own) as Markdown, for a README: the numbers the
+    page shows, cell for cell."""
     lines = [f"# {report['title']}", "", f"`{report['meta'].get('command', '')}`", ""]
     if report.get("claims"):
         lines += ["## Claims", ""]
@@ -381,6 +418,8 @@ def markdown(report: dict) -> str:
     for entry in report["experiments"]:
         lines += [f"## {entry['title']} (`{entry['name']}`)", ""]
         tables = [(f["title"], f["table"]) for f in entry["figures"] if "table" in f]
+        if "summary" in entry:
+            tables = [(entry["summary"]["title"], entry["summary"])]
         for title, table in tables or [("runs", {"columns": entry["columns"], "rows": entry["rows"]})]:
             lines += [f"{title}:", ""] + _markdown_table(table["columns"], table["rows"])
     return "\n".join(lines)
@@ -474,6 +513,9 @@ def render_html(report: dict, sections: list[tuple[dict, list[tuple[str, str]]]]
         )
         if entry.get("claims"):
             parts += _claims_html(entry["claims"], link=False)
+        if "summary" in entry:
+            parts.append(f"<p>{esc(entry['summary']['title'])}:</p>")
+            parts += _table_html(entry["summary"]["columns"], entry["summary"]["rows"], "summary")
         parts += _table_html(entry["columns"], entry["rows"], "runs")
         for figure in entry["figures"]:
             if "table" in figure:

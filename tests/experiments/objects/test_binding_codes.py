@@ -96,6 +96,9 @@ def test_plots_show_codes_and_crosstalk():
     assert len(made) == 2 and "Cross-talk" in made[1].title
     crosstalk = made[1]
     assert crosstalk.data["d=16"][2][0] > crosstalk.data["d=4"][8][0]
+    # a column per set size, a row per dimension, every header named
+    assert crosstalk.table["columns"] == ["roles \\ objects", "2", "8"]
+    assert crosstalk.table["rows"][1] == ["d = 16", *(f"{crosstalk.data['d=16'][n][0]:.3f}" for n in (2, 8))]
     codes = made[0].table["rows"]
     assert [row[0] for row in codes] == ["bag, linear", "tpr_orthonormal d=4, unbind"]
     assert codes[0][4].startswith("0.500")  # the bag's swap accuracy

@@ -36,7 +36,7 @@ from bindbench.core.claims import (
 )
 from bindbench.core.config import Spec
 from bindbench.core.registry import Experiment, RunResult, register
-from bindbench.core.report import Plot
+from bindbench.core.report import Plot, spread
 from bindbench.core.seeds import generator, seed_init
 from bindbench.core.training import TrainSpec, train
 from bindbench.experiments.objects.setup import (
@@ -181,10 +181,12 @@ def crosstalk_plot(runs: list[dict]) -> Plot | None:
     ax.set_ylabel("query accuracy (unbinding)")
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=7)
+    objects = sorted({n for points in curves.values() for n in points})
     rows = [
-        [f"d = {dim}", *(f"{n}: {np.mean(p[n]):.3f}" for n in sorted(p))] for dim, p in sorted(curves.items())
+        [f"d = {dim}", *(spread(p[n]) if n in p else "" for n in objects)]
+        for dim, p in sorted(curves.items())
     ]
-    table = {"columns": ["roles", "objects: accuracy"] + [""] * (max(len(r) for r in rows) - 2), "rows": rows}
+    table = {"columns": ["roles \\ objects", *map(str, objects)], "rows": rows}
     return Plot("Cross-talk of random roles: accuracy against objects and dimension", fig, data, table)
 
 
