@@ -153,7 +153,10 @@ def test_accuracy_plot_puts_seeds_beside_the_published_figure():
     assert rows["simple"]["mean"] == pytest.approx(99.0) and rows["simple"]["seeds"] == [98.0, 100.0]
     assert rows["simple"]["std"] == pytest.approx(1.0)
     assert rows["addprim_jump"]["reference"] == 0.08
-    assert [row[:2] for row in plot.table["rows"]] == [["simple", "lstm"], ["addprim_jump", "lstm"]]
+    assert [row[:4] for row in plot.table["rows"]] == [
+        ["simple", "lstm", "99.00 ± 1.00", "98.00, 100.00"],
+        ["addprim_jump", "lstm", "1.00", "1.00"],  # one seed: no spread shown
+    ]
 
 
 def test_quick_scan_joins_the_default_suite():

@@ -212,10 +212,21 @@ def accuracy_plot(runs: list[dict]) -> Plot | None:
     ax.set_title("SCAN: ID (simple) against held-out splits")
     ax.legend(fontsize=7)
     ax.grid(axis="y", alpha=0.3)
+
+    def percent(r: dict) -> str:
+        return f"{r['mean']:.2f}" + (f" ± {r['std']:.2f}" if len(r["seeds"]) > 1 else "")
+
     table = {
-        "columns": ["split", "model", "exact match %, mean", "std", "seeds", "published %", "source"],
+        "columns": ["split", "model", "exact match %", "per seed", "published %", "source"],
         "rows": [
-            [r["split"], r["model"], r["mean"], r["std"], len(r["seeds"]), r["reference"], r["source"]]
+            [
+                r["split"],
+                r["model"],
+                percent(r),
+                ", ".join(f"{v:.2f}" for v in r["seeds"]),
+                r["reference"],
+                r["source"],
+            ]
             for r in rows
         ],
     }
