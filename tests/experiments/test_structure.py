@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -87,6 +88,10 @@ def test_plots_draw_both_controls_and_the_per_layer_masks():
         ["and, trained", "B"],
     ]
     assert set(layers.data) == {"and: kept A", "and: kept B", "and: iou"}
+    seeds = ablation.data["and, trained: A"]  # the own / other columns are the means of the seeds
+    own, other = np.mean(seeds["abl_own"]), np.mean(seeds["abl_other"])
+    assert ablation.table["columns"][7] == "ablated own / other"
+    assert ablation.table["rows"][2][7] == f"{own:.3f} / {other:.3f}"
 
 
 @pytest.mark.parametrize(

@@ -251,7 +251,11 @@ def ablation_plot(runs: list[dict]) -> Plot | None:
         for number, name in enumerate(names, start=1):
             data[f"{label}: {name}"] = values[name]
             summary = [[r["metrics"][f"{k}_{number}"] for r in members] for k in ("sub", "abl", "random_abl")]
-            rows.append([label, name, len(members), *(spread(v, signed=True) for v in summary)])
+            pairs = [
+                f"{np.mean(values[name][f'{b}_own']):.3f} / {np.mean(values[name][f'{b}_other']):.3f}"
+                for b in ("sub", "abl", "random_abl")
+            ]
+            rows.append([label, name, len(members), *(spread(v, signed=True) for v in summary), *pairs])
         ax.axhline(members[0]["extra"]["chance"], color="grey", linestyle=":", label="chance")
         ax.tick_params(axis="x", labelsize=7)
         ax.set_title(label, fontsize=9)
@@ -259,6 +263,7 @@ def ablation_plot(runs: list[dict]) -> Plot | None:
         ax.legend(fontsize=7)
     axes[0].set_ylabel("test accuracy")
     columns = ["base model", "mask for", "base seeds", "Sub", "Abl", "random-mask Abl"]
+    columns += ["subnetwork own / other", "ablated own / other", "random-mask ablated own / other"]
     table = {"columns": columns, "rows": rows}
     return Plot("Subnetworks and their ablation (own / other subroutine's test set)", fig, data, table)
 
