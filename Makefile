@@ -11,7 +11,7 @@ demo: $(STAMP)
 	$(BIN)/bindbench run --workers 2
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests tools
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

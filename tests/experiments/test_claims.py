@@ -30,7 +30,7 @@ def neurons(widths):
 def code(kind, readout, role_dim=8, objects=3, **metrics):
     spec = {
         "code": {"kind": kind, "readout": readout, "role_dim": role_dim},
-        "sets": {"max_objects": objects},
+        "sets": {"min_objects": objects, "max_objects": objects},
         "seed": 0,
     }
     return spec, metrics

@@ -406,22 +406,33 @@ def _markdown_table(columns: list, rows: list) -> list[str]:
     return lines + [""]
 
 
-def markdown(report: dict) -> str:
-    """The report's claims and each experiment's summary tables (its headline table, or its
-    runs table, where it has none of its own) as Markdown, for a README: the numbers the
-    page shows, cell for cell."""
-    lines = [f"# {report['title']}", "", f"`{report['meta'].get('command', '')}`", ""]
+def markdown_sections(report: dict) -> dict[str, str]:
+    """The Markdown of the report's claims table ("claims") and of each experiment's summary
+    tables (its own, else its headline table, else its runs table), by experiment name."""
+    sections = {}
     if report.get("claims"):
-        lines += ["## Claims", ""]
         rows = [[c["experiment"], c["claim"], c["verdict"], c["detail"]] for c in report["claims"]]
-        lines += _markdown_table(["experiment", "claim", "verdict", "measured"], rows)
+        sections["claims"] = _markdown_table(["experiment", "claim", "verdict", "measured"], rows)
     for entry in report["experiments"]:
-        lines += [f"## {entry['title']} (`{entry['name']}`)", ""]
         tables = [(f["title"], f["table"]) for f in entry["figures"] if "table" in f]
         if "summary" in entry:
             tables = [(entry["summary"]["title"], entry["summary"])]
+        lines: list[str] = []
         for title, table in tables or [("runs", {"columns": entry["columns"], "rows": entry["rows"]})]:
             lines += [f"{title}:", ""] + _markdown_table(table["columns"], table["rows"])
+        sections[entry["name"]] = lines
+    return {name: "\n".join(lines).strip() for name, lines in sections.items()}
+
+
+def markdown(report: dict) -> str:
+    """The report's claims and each experiment's summary tables as Markdown, for a README: the
+    numbers the page shows, cell for cell."""
+    sections = markdown_sections(report)
+    lines = [f"# {report['title']}", "", f"`{report['meta'].get('command', '')}`", ""]
+    if "claims" in sections:
+        lines += ["## Claims", "", sections["claims"], ""]
+    for entry in report["experiments"]:
+        lines += [f"## {entry['title']} (`{entry['name']}`)", "", sections[entry["name"]], ""]
     return "\n".join(lines)
 
 

@@ -243,10 +243,13 @@ def _unbinding_exact(runs: list[dict]) -> Verdict:
 
 
 def _crosstalk(runs: list[dict]) -> Verdict:
+    # the cross-talk grid: random roles read by unbinding, sets of exactly n objects
     mine = [
         r
         for r in runs
-        if r["spec"]["code"]["kind"] == "tpr_random" and r["spec"]["code"]["readout"] == "unbind"
+        if r["spec"]["code"]["kind"] == "tpr_random"
+        and r["spec"]["code"]["readout"] == "unbind"
+        and r["spec"]["sets"]["min_objects"] == r["spec"]["sets"]["max_objects"]
     ]
     return rises_with(mine, "accuracy_seen", "code.role_dim")
 
