@@ -43,8 +43,11 @@ def test_a_tiny_run_writes_a_self_contained_report_whose_html_and_json_agree(tmp
     assert entry["columns"][:2] == ["run", "status"] and "ood_r2" in entry["columns"]
     claims = 1 + len(report["claims"])  # the page opens with the claims, and the section repeats them
     assert parser.rows[0] == ["experiment", "claim", "anchor", "verdict", "measured"]
-    assert parser.rows[2 * claims] == entry["columns"]
-    assert parser.rows[2 * claims + 1 :] == [[format_cell(v) for v in row] for row in entry["rows"]]
+    summary = entry["summary"]  # the headline table, then the runs
+    start = 2 * claims + 1 + len(summary["rows"])
+    assert parser.rows[2 * claims : start] == [summary["columns"], *summary["rows"]]
+    assert parser.rows[start] == entry["columns"]
+    assert parser.rows[start + 1 :] == [[format_cell(v) for v in row] for row in entry["rows"]]
     ood = entry["columns"].index("ood_r2")
     assert all(isinstance(row[ood], float) for row in entry["rows"])
     titles = [f["title"] for f in entry["figures"]]
@@ -232,6 +235,41 @@ def test_learning_curves_fit_the_column_with_one_legend_markers_and_a_style_per_
     assert all(line.get_marker() == "o" for line in lines)  # two points each: markers show them
     assert len({(str(line.get_color()), line.get_linestyle()) for line in lines}) == 12
     assert {t.get_text() for t in fig.legends[0].get_texts()} == {f"seed={i}" for i in range(12)}
+
+
+def test_many_runs_give_a_line_per_setting_over_seeds_coloured_by_one_setting_styled_by_the_rest():
+    import numpy as np
+
+    from bindbench.core.report import curves_plot
+
+    runs = []
+    for width in (8, 16, 32):
+        for frac in (0.25, 0.5, 0.75, 0.9, 0.95):
+            for seed in (0, 1):
+                (one,) = _fake_runs(1, points=6, model={"width": width}, task={"frac_ood": frac})
+                one["id"] = f"{width}-{frac}-{seed}"
+                one["spec"]["seed"] = seed
+                one["curve"] = [{"step": 100 * j, "a": width + frac + seed + j} for j in range(6)]
+                runs.append(one)
+    fig = curves_plot(runs, ["a"], ["model.width", "task.frac_ood", "seed"]).figure
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == 15  # 30 runs, 15 settings: the seeds averaged
+    first = next(line for line in lines if line.get_label() == "width=8, frac_ood=0.25")
+    assert np.allclose(first.get_ydata(), [8.25 + 0.5 + j for j in range(6)])
+    colours = {line.get_label(): str(line.get_color()) for line in lines}
+    assert (
+        len(set(colours.values())) == 3
+        and colours["width=8, frac_ood=0.5"] == colours["width=8, frac_ood=0.95"]
+    )
+    dashes = {line.get_label(): str(line._unscaled_dash_pattern) for line in lines}  # the style as drawn
+    assert (
+        len(set(dashes.values())) == 5 and dashes["width=8, frac_ood=0.5"] == dashes["width=32, frac_ood=0.5"]
+    )
+    legend_texts = [[t.get_text() for t in legend.get_texts()] for legend in fig.legends]
+    assert legend_texts == [
+        ["width=8", "width=16", "width=32"],
+        [f"frac_ood={f}" for f in (0.25, 0.5, 0.75, 0.9, 0.95)],
+    ]
 
 
 def test_a_sweep_over_categories_draws_dots_and_a_line_per_value_of_what_else_varies():

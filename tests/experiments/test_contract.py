@@ -12,7 +12,7 @@ from bindbench.core.config import build_spec, run_id
 from bindbench.core.executor import execute
 from bindbench.core.plan import Job
 from bindbench.core.registry import EXPERIMENTS
-from bindbench.core.report import build_report
+from bindbench.core.report import COLUMN_INCHES, DPI, build_report, experiment_plots
 from bindbench.core.store import Store
 
 NAMES = sorted(EXPERIMENTS)
@@ -99,6 +99,17 @@ def test_the_report_builds_from_the_stored_resolved_spec(ran):
     report = json.loads(json_path.read_text())
     assert [c["claim"] for c in report["claims"]] == [c.name for c in job.experiment.claims]
     assert {c["verdict"] for c in report["claims"]} <= {HELD, NOT_HELD, NOT_MEASURED}
+
+
+def test_every_figure_of_the_section_fits_the_page_column(ran):
+    job, folder, _ = ran
+    with Store(folder) as store:
+        runs = [stored_run(store, job)]
+    metrics = list(job.experiment.metrics)
+    plots = experiment_plots(job.experiment.name, runs, [], metrics)
+    for plot in plots:
+        width, _ = plot.figure.get_size_inches() * DPI
+        assert width <= COLUMN_INCHES * DPI + 0.5, f"{plot.title}: {width:.0f} px"
 
 
 @pytest.mark.parametrize("name", NAMES)

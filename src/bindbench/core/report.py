@@ -22,6 +22,7 @@ import matplotlib
 import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from bindbench.core.claims import judge
 from bindbench.core.config import get_path, varying
@@ -149,6 +150,8 @@ DPI = 110  # the page's PNGs
 COLUMN_INCHES = 1100 / DPI  # the page's column (max-width 1100 px): no figure is wider
 PANELS_PER_ROW = 3
 FEW_POINTS = 5  # a line with at most this many points gets markers
+MANY_LINES = 12  # more runs than this: a line per setting; more settings: colour and style apart
+DASHES = ["-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)), (0, (8, 2))]
 
 
 def column_width(width: float) -> float:
@@ -238,30 +241,73 @@ def run_labels(runs: list[dict], swept: list[str]) -> dict[str, str]:
 
 
 def curves_plot(runs: list[dict], metrics: list[str], swept: list[str]) -> Plot | None:
-    """Learning curves: one panel per metric, one line per run, one legend under the panels
-    (none where no run was evaluated twice: its one point is in the table)."""
+    """Learning curves: one panel per metric, one legend under the panels (none where no run
+    was evaluated twice: its one point is in the table). Up to MANY_LINES runs, a line per
+    run; beyond, a line per setting (seeds averaged), and beyond MANY_LINES settings, the
+    colour says one setting and the line style the others, each in a legend of its own."""
     shown = [m for m in metrics if any(sum(m in p for p in r["curve"]) > 1 for r in runs)]
     if not shown:
         return None
+    many = len(runs) > MANY_LINES
+    keys = [k for k in distinguishing(runs, swept) if not (many and k == "seed")]
+    lines: dict[str, list[dict]] = defaultdict(list)  # a label: the runs its line averages
+    for run in runs:
+        lines[_label(run, keys, run["id"][:8]) if many else run["id"]].append(run)
+    labels = {line: _label(members[0], keys, members[0]["id"][:8]) for line, members in lines.items()}
+    if len(lines) <= MANY_LINES:
+        styles = dict(zip(lines, line_styles(len(lines))))
+        legends = None
+    else:  # colour by the first setting, line style by the rest
+        colour_of = {
+            v: f"C{i % 10}"
+            for i, v in enumerate(dict.fromkeys(_lookup(r[0]["spec"], keys[0]) for r in lines.values()))
+        }
+        rest = dict.fromkeys(_label(r[0], keys[1:]) for r in lines.values())
+        dash_of = dict(zip(rest, DASHES * len(rest)))
+        styles = {
+            line: {
+                "color": colour_of[_lookup(m[0]["spec"], keys[0])],
+                "linestyle": dash_of[_label(m[0], keys[1:])],
+            }
+            for line, m in lines.items()
+        }
+        legends = (
+            {f"{keys[0].split('.')[-1]}={format_cell(v)}": {"color": c} for v, c in colour_of.items()},
+            {label: {"color": "grey", "linestyle": d} for label, d in dash_of.items()},
+        )
     fig, axes = panels(len(shown))
-    labels = run_labels(runs, swept)
-    styles = dict(zip((r["id"] for r in runs), line_styles(len(runs))))
     data: dict[str, dict] = {}
     for ax, metric in zip(axes, shown):
-        for run in runs:
-            points = [[p["step"], p[metric]] for p in run["curve"] if metric in p]
-            if points:
-                data.setdefault(run["id"][:8], {"label": labels[run["id"]]})[metric] = points
-                marker = "o" if len(points) <= FEW_POINTS else None
-                ax.plot(
-                    *zip(*points), label=labels[run["id"]], lw=1.2, marker=marker, ms=4, **styles[run["id"]]
-                )
+        for line, members in lines.items():
+            for run in members:
+                points = [[p["step"], p[metric]] for p in run["curve"] if metric in p]
+                if points:
+                    data.setdefault(run["id"][:8], {"label": _label(run, keys, run["id"][:8])})[metric] = (
+                        points
+                    )
+            by_step: dict[float, list[float]] = defaultdict(list)
+            for run in members:
+                for p in run["curve"]:
+                    if metric in p:
+                        by_step[p["step"]].append(p[metric])
+            if by_step:
+                steps = sorted(by_step)
+                marker = "o" if len(steps) <= FEW_POINTS else None
+                means = [float(np.mean(by_step[s])) for s in steps]
+                ax.plot(steps, means, label=labels[line], lw=1.2, marker=marker, ms=4, **styles[line])
         ax.set_xlabel("step")
-        ax.set_title(metric, fontsize=9)
+        ax.set_title(f"{metric}{', mean over seeds' if many else ''}", fontsize=9)
         ax.grid(alpha=0.3)
         if metric.endswith("r2"):
             ax.set_ylim(max(-0.5, ax.get_ylim()[0]), 1.02)
-    figure_legend(fig, axes[0])
+    if legends is None:
+        figure_legend(fig, axes[0])
+    else:
+        for entries, place in zip(legends, ("outside lower left", "outside lower right")):
+            handles = [Line2D([], [], lw=1.5, **style) for style in entries.values()]
+            fig.legend(
+                handles, list(entries), loc=place, ncols=max(1, math.ceil(len(entries) / 8)), fontsize=7
+            )
     return Plot("learning curves", fig, data)
 
 
