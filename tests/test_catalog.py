@@ -6,8 +6,9 @@ import sys
 from bindbench import catalog
 
 
-def test_the_cached_listing_is_the_live_registrys():
-    catalog.load()  # builds the cache if needed
+def test_the_cached_listing_is_the_live_registrys(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # a cache of this registry (tests add to it)
+    catalog.load()  # builds the cache
     cached = catalog.load()
     assert cached == json.loads(json.dumps(catalog.build()))
     assert "segregation" in cached["experiments"] and "default" in cached["suites"]
