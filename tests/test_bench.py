@@ -1,6 +1,17 @@
-import pytest
+import io
 
-from bindbench.bench import _training_flops, bench_ensemble, bench_mlp, bench_scenes, bench_seq2seq
+import pytest
+from rich.console import Console
+
+from bindbench.bench import (
+    _training_flops,
+    bench_ensemble,
+    bench_mlp,
+    bench_scenes,
+    bench_seq2seq,
+    peak_matmul_gflops,
+    results_table,
+)
 from bindbench.models import MLP
 
 
@@ -30,3 +41,11 @@ def test_bench_only_an_unknown_group_is_a_one_line_error(capsys):
     assert main(["bench", "--only", "scenes", "--only", "gpu"]) == 2
     err = capsys.readouterr().err
     assert err.strip() == "bindbench: error: --only 'gpu': choose from ensemble, mlp, scan, scenes"
+
+
+def test_the_peak_is_the_best_of_several_matmul_sizes_and_shown_as_such():
+    peak = peak_matmul_gflops(sizes=(32, 64, 128), repeats=1, rounds=1)
+    assert set(peak["by_size"]) == {32, 64, 128} and peak["gflops"] == max(peak["by_size"].values())
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(results_table({"peak_matmul": peak}))
+    assert "peak: fp32 square matmul, best size" in console.export_text()
