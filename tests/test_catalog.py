@@ -22,7 +22,15 @@ def test_a_changed_source_rebuilds_and_the_cache_is_read_when_unchanged(monkeypa
     assert catalog.load() == {"experiments": {}, "suites": {}}  # read, not rebuilt
     monkeypatch.setattr(catalog, "fingerprint", lambda: "bbbb")
     assert "scan" in catalog.load()["experiments"]
-    assert [p.name for p in (tmp_path / "bindbench").iterdir()] == ["catalog-bbbb.json"]  # stale one gone
+    folder = tmp_path / "bindbench"
+    assert sorted(p.name for p in folder.iterdir()) == ["catalog-aaaa.json", "catalog-bbbb.json"]
+    for number in range(catalog.KEEP + 2):  # other checkouts' listings: only the newest few are kept
+        (folder / f"catalog-old{number}.json").write_text("{}")
+        os.utime(folder / f"catalog-old{number}.json", (number, number))
+    monkeypatch.setattr(catalog, "fingerprint", lambda: "cccc")
+    catalog.load()
+    names = {p.name for p in folder.iterdir()}
+    assert len(names) == catalog.KEEP and "catalog-cccc.json" in names and "catalog-old0.json" not in names
 
 
 def test_a_corrupt_cache_is_rebuilt_and_an_unwritable_one_skipped(monkeypatch, tmp_path):

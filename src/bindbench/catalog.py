@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 PACKAGE = Path(__file__).parent
+KEEP = 8  # listings kept in the cache (one per source fingerprint, newest first)
 
 
 def fingerprint(root: Path = PACKAGE) -> str:
@@ -73,7 +74,9 @@ def load() -> dict:
     catalog = build()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        for stale in path.parent.glob("catalog-*.json"):
+        # several checkouts may share the cache: keep the newest few listings, not only this one
+        kept = sorted(path.parent.glob("catalog-*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for stale in kept[KEEP - 1 :]:
             stale.unlink()
         partial = path.with_suffix(f".{os.getpid()}.tmp")
         partial.write_text(json.dumps(catalog))
