@@ -234,12 +234,6 @@ def distinguishing(runs: list[dict], first: list[str] = (), ignore: set[str] = f
     return keys
 
 
-def run_labels(runs: list[dict], swept: list[str]) -> dict[str, str]:
-    """A label per run that tells it apart: the swept settings, then whatever else it takes."""
-    keys = distinguishing(runs, swept)
-    return {r["id"]: _label(r, keys, r["id"][:8]) for r in runs}
-
-
 def curves_plot(runs: list[dict], metrics: list[str], swept: list[str]) -> Plot | None:
     """Learning curves: one panel per metric, one legend under the panels (none where no run
     was evaluated twice: its one point is in the table). Up to MANY_LINES runs, a line per
@@ -250,27 +244,19 @@ def curves_plot(runs: list[dict], metrics: list[str], swept: list[str]) -> Plot 
         return None
     many = len(runs) > MANY_LINES
     keys = [k for k in distinguishing(runs, swept) if not (many and k == "seed")]
-    lines: dict[str, list[dict]] = defaultdict(list)  # a label: the runs its line averages
+    lines: dict[str, list[dict]] = defaultdict(list)  # a line (its label): the runs it averages
     for run in runs:
         lines[_label(run, keys, run["id"][:8]) if many else run["id"]].append(run)
     labels = {line: _label(members[0], keys, members[0]["id"][:8]) for line, members in lines.items()}
+    legends = None
     if len(lines) <= MANY_LINES:
         styles = dict(zip(lines, line_styles(len(lines))))
-        legends = None
     else:  # colour by the first setting, line style by the rest
-        colour_of = {
-            v: f"C{i % 10}"
-            for i, v in enumerate(dict.fromkeys(_lookup(r[0]["spec"], keys[0]) for r in lines.values()))
-        }
-        rest = dict.fromkeys(_label(r[0], keys[1:]) for r in lines.values())
+        parts = {line: (_lookup(m[0]["spec"], keys[0]), _label(m[0], keys[1:])) for line, m in lines.items()}
+        colour_of = {v: f"C{i % 10}" for i, v in enumerate(dict.fromkeys(v for v, _ in parts.values()))}
+        rest = dict.fromkeys(r for _, r in parts.values())
         dash_of = dict(zip(rest, DASHES * len(rest)))
-        styles = {
-            line: {
-                "color": colour_of[_lookup(m[0]["spec"], keys[0])],
-                "linestyle": dash_of[_label(m[0], keys[1:])],
-            }
-            for line, m in lines.items()
-        }
+        styles = {line: {"color": colour_of[v], "linestyle": dash_of[r]} for line, (v, r) in parts.items()}
         legends = (
             {f"{keys[0].split('.')[-1]}={format_cell(v)}": {"color": c} for v, c in colour_of.items()},
             {label: {"color": "grey", "linestyle": d} for label, d in dash_of.items()},
@@ -279,21 +265,19 @@ def curves_plot(runs: list[dict], metrics: list[str], swept: list[str]) -> Plot 
     data: dict[str, dict] = {}
     for ax, metric in zip(axes, shown):
         for line, members in lines.items():
+            by_step: dict[float, list[float]] = defaultdict(list)
             for run in members:
                 points = [[p["step"], p[metric]] for p in run["curve"] if metric in p]
                 if points:
                     data.setdefault(run["id"][:8], {"label": _label(run, keys, run["id"][:8])})[metric] = (
                         points
                     )
-            by_step: dict[float, list[float]] = defaultdict(list)
-            for run in members:
-                for p in run["curve"]:
-                    if metric in p:
-                        by_step[p["step"]].append(p[metric])
+                for step, value in points:
+                    by_step[step].append(value)
             if by_step:
                 steps = sorted(by_step)
                 marker = "o" if len(steps) <= FEW_POINTS else None
-                means = [float(np.mean(by_step[s])) for s in steps]
+                means = [float(np.mean(by_step[step])) for step in steps]
                 ax.plot(steps, means, label=labels[line], lw=1.2, marker=marker, ms=4, **styles[line])
         ax.set_xlabel("step")
         ax.set_title(f"{metric}{', mean over seeds' if many else ''}", fontsize=9)
@@ -460,9 +444,8 @@ def markdown_sections(report: dict) -> dict[str, str]:
         rows = [[c["experiment"], c["claim"], c["verdict"], c["detail"]] for c in report["claims"]]
         sections["claims"] = _markdown_table(["experiment", "claim", "verdict", "measured"], rows)
     for entry in report["experiments"]:
-        tables = [(f["title"], f["table"]) for f in entry["figures"] if "table" in f]
-        if "summary" in entry:
-            tables = [(entry["summary"]["title"], entry["summary"])]
+        summary = [(entry["summary"]["title"], entry["summary"])] if "summary" in entry else []
+        tables = [(f["title"], f["table"]) for f in entry["figures"] if "table" in f] or summary
         lines: list[str] = []
         for title, table in tables or [("runs", {"columns": entry["columns"], "rows": entry["rows"]})]:
             lines += [f"{title}:", ""] + _markdown_table(table["columns"], table["rows"])

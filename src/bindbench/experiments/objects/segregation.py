@@ -297,11 +297,9 @@ def scores_plot(runs: list[dict]) -> Plot | None:
         }
         merge = "" if kind[g] == "slot_attention" else " (kept: must merge)"
         reference, source = REFERENCE.get((kind[g], dataset[g]), (None, ""))
+        mi = {a: cell(d, f"slot_{a}_mi") for a in ATTRIBUTES}
         mi = {  # a run without slot-order metrics (an older store): blank
-            a: f"{cell(d, f'slot_{a}_mi')} ({cell(d, f'slot_{a}_mi_shuffled')})"
-            if cell(d, f"slot_{a}_mi")
-            else ""
-            for a in ATTRIBUTES
+            a: f"{found} ({cell(d, f'slot_{a}_mi_shuffled')})" if found else "" for a, found in mi.items()
         }
         rows.append(
             [
