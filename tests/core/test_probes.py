@@ -1,11 +1,20 @@
 import numpy as np
 import pytest
 import torch
+from scipy.sparse.linalg import cg
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import r2_score
 
 import bindbench
-from bindbench.core.probes import capture, logistic_fit, matched_slots, probe, r2_per_target, ridge_fit
+from bindbench.core.probes import (
+    capture,
+    logistic_fit,
+    matched_slots,
+    probe,
+    r2_per_target,
+    ridge_fit,
+    ridge_fit_cg,
+)
 from bindbench.models import MLP
 
 
@@ -17,6 +26,59 @@ def test_ridge_matches_sklearn_ridge_with_intercept(n, d):
     reference = Ridge(alpha=1.0, fit_intercept=True).fit(x, y)
     np.testing.assert_allclose(weights.numpy().T, reference.coef_, rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(bias.numpy(), reference.intercept_, rtol=1e-8, atol=1e-10)
+
+
+def _textbook_cg(a: np.ndarray, b: np.ndarray, iterations: int) -> np.ndarray:
+    x = np.zeros_like(b)
+    r = b - a @ x
+    p = r.copy()
+    for _ in range(iterations):
+        step = (r @ r) / (p @ a @ p)
+        x = x + step * p
+        r_new = r - step * (a @ p)
+        p = r_new + (r_new @ r_new) / (r @ r) * p
+        r = r_new
+    return x
+
+
+def _augmented(x: np.ndarray) -> np.ndarray:
+    return np.column_stack([x, np.all(x != 0, axis=1)])
+
+
+def test_cg10_probe_equals_ten_textbook_cg_steps_and_scipy_cg():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(40, 25)) * np.linspace(0.1, 3, 25)  # uneven scales: 10 steps do not converge
+    y = rng.normal(size=(40, 2)) + 1.0
+    weights, bias = ridge_fit_cg(torch.from_numpy(x), torch.from_numpy(y), alpha=1.0, iterations=10)
+    assert weights.dtype == torch.float32
+    ours = np.vstack([weights.numpy(), bias.numpy()[None]])
+    xa = _augmented(x)
+    a = xa.T @ xa + np.eye(xa.shape[1])
+    exact = np.linalg.solve(a, xa.T @ y)
+    for t in range(y.shape[1]):
+        hand = _textbook_cg(a, xa.T @ y[:, t], 10)
+        np.testing.assert_allclose(ours[:, t], hand, rtol=1e-3, atol=1e-4)
+        scipy_cg, _ = cg(a, xa.T @ y[:, t], x0=np.zeros(26), maxiter=10, rtol=1e-5, atol=0.0)
+        np.testing.assert_allclose(ours[:, t], scipy_cg, rtol=1e-3, atol=1e-4)
+        assert np.abs(hand - exact[:, t]).max() > 1e-2  # the check is not vacuous
+
+
+def test_cg_probe_at_many_iterations_is_ridge_with_a_penalized_intercept():
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(60, 8)), rng.normal(size=(60, 3)) + 2.0
+    weights, bias = ridge_fit_cg(torch.from_numpy(x), torch.from_numpy(y), iterations=200, tol=0.0)
+    reference = Ridge(alpha=1.0, fit_intercept=False).fit(_augmented(x), y)
+    np.testing.assert_allclose(weights.numpy().T, reference.coef_[:, :-1], atol=1e-4)
+    np.testing.assert_allclose(bias.numpy(), reference.coef_[:, -1], atol=1e-4)
+    exact, _ = ridge_fit(torch.from_numpy(x), torch.from_numpy(y))
+    assert np.abs(weights.numpy() - exact.numpy()).max() < 0.05  # close to the unpenalized intercept
+
+
+def test_cg_probe_has_no_intercept_on_sparse_inputs():
+    x = torch.eye(6).repeat(5, 1)  # one-hot rows: every row has a zero
+    y = torch.arange(30.0)[:, None] % 6 + 3.0
+    _, bias = ridge_fit_cg(x, y)
+    assert bias.item() == 0.0
 
 
 def test_r2_per_target_matches_sklearn_including_constant_targets():

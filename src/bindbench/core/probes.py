@@ -74,6 +74,44 @@ def ridge_fit(x: torch.Tensor, y: torch.Tensor, alpha: float = 1.0) -> tuple[tor
     return weights, y_mean - x_mean @ weights
 
 
+def ridge_fit_cg(
+    x: torch.Tensor, y: torch.Tensor, alpha: float = 1.0, iterations: int = 10, tol: float = 1e-5
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The hyperteacher reference's ridge probe: returns (weights (d, t), bias (t,)).
+
+    Conjugate gradient on (X'^T X' + alpha I) w = X'^T y in float32 from w = 0, stopped after
+    `iterations` steps or once |residual| <= tol |X'^T y| (jax.scipy.sparse.linalg.cg's
+    rule), one system per target column. X' is x with an intercept column that is penalized
+    like the weights and is 1 only on rows without an exact zero (so 0 throughout for
+    sparse inputs such as z); the bias is its weight. At many iterations it approaches
+    `ridge_fit` with a penalized intercept; at 10 it can be far from converged.
+    """
+    x, y = x.float(), y.float()
+    x = torch.cat([x, (x != 0).all(1, keepdim=True).float()], dim=1)
+
+    def apply(u: torch.Tensor) -> torch.Tensor:
+        return x.T @ (x @ u) + alpha * u
+
+    rhs = x.T @ y
+    weights = torch.zeros_like(rhs)
+    residual = rhs.clone()
+    direction = residual.clone()
+    norm = residual.pow(2).sum(0)
+    stop = (tol * rhs.norm(dim=0)).pow(2)
+    for _ in range(iterations):
+        active = norm > stop
+        if not active.any():
+            break
+        applied = apply(direction)
+        step = torch.where(active, norm / (direction * applied).sum(0), 0.0)
+        weights = weights + step * direction
+        residual = residual - step * applied
+        new_norm = residual.pow(2).sum(0)
+        direction = residual + torch.where(active, new_norm / norm, 0.0) * direction
+        norm = torch.where(active, new_norm, norm)
+    return weights[:-1], weights[-1]
+
+
 def r2_per_target(y: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
     """R^2 of each target column, with sklearn's convention for constant targets (1 or 0)."""
     y, prediction = y.double(), prediction.double()

@@ -3,7 +3,7 @@ import torch
 from bindbench.core.plan import make_plan
 from bindbench.core.worker import RunContext
 from bindbench.experiments.hyperteacher.composition import run
-from bindbench.experiments.hyperteacher.setup import CompositionSpec, student_inputs
+from bindbench.experiments.hyperteacher.setup import CompositionSpec, Setup, student_inputs
 
 
 def test_student_inputs_broadcast_the_encoding_to_every_sample():
@@ -36,3 +36,11 @@ def test_training_improves_the_in_distribution_fit():
     result = run(spec, RunContext(torch.device("cpu")))
     assert result.curve[-1]["id_r2"] > result.curve[0]["id_r2"] + 0.1
     assert result.curve[-1]["train_loss"] < result.curve[0]["train_loss"]
+
+
+def test_students_start_from_the_reference_init_unless_asked_for_torch_s(tiny):
+    for init, zero_biases in (("reference", True), ("torch", False)):
+        spec = make_plan("composition", sets=[*tiny, f"model.init={init}"]).jobs[0].spec
+        biases = [layer.bias for layer in Setup(spec, torch.device("cpu")).model.hidden]
+        assert all(torch.count_nonzero(b) == 0 for b in biases) == zero_biases
+    assert make_plan("composition", sets=tiny).jobs[0].spec.model.init == "reference"

@@ -17,11 +17,11 @@ from bindbench.experiments.hyperteacher.scaling import (
 
 @pytest.fixture
 def probed(tiny):
-    return [*tiny, "probe_tasks=64"]
+    return [*tiny, "probe.tasks=64"]
 
 
 def test_a_run_stores_per_layer_decodability_and_per_task_values(tiny):
-    spec = make_plan("scaling", sets=[*tiny, "probe_tasks=512"]).jobs[0].spec
+    spec = make_plan("scaling", sets=[*tiny, "probe.tasks=512"]).jobs[0].spec
     result = run(spec, RunContext(torch.device("cpu")))
     m = result.metrics
     for layer in ("encoding", "hidden.0", "readout"):
@@ -34,6 +34,16 @@ def test_a_run_stores_per_layer_decodability_and_per_task_values(tiny):
         stats.spearmanr(result.extra["ood_task_decodability"], result.extra["ood_task_r2"]).statistic,
         abs=1e-9,
     )
+
+
+def test_the_cg10_probe_changes_only_the_decodability_figures(probed):
+    exact = run(make_plan("scaling", sets=probed).jobs[0].spec, RunContext(torch.device("cpu"))).metrics
+    spec = make_plan("scaling", sets=[*probed, "probe.solver=cg10"]).jobs[0].spec
+    cg10 = run(spec, RunContext(torch.device("cpu"))).metrics
+    assert exact.keys() == cg10.keys()
+    assert exact["ood_r2"] == cg10["ood_r2"]  # the same student: only the probe differs
+    probes = [k for k in exact if k.startswith("decodability_")]
+    assert all(cg10[k] != exact[k] for k in probes)
 
 
 def test_ensembled_scaling_runs_equal_runs_alone(probed):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from typing import Literal
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -24,12 +25,14 @@ from bindbench.core.report import Plot
 from bindbench.core.training import TrainSpec
 from bindbench.experiments.hyperteacher import setup
 from bindbench.experiments.hyperteacher.setup import CompositionSpec, HyperTeacherSpec, MLPSpec
+from bindbench.models.mlp import INITS
 
 
 class NeuronsSpec(Spec):
     seed: int = Field(0, ge=0, description="teacher, split, initialization and data")
     task: HyperTeacherSpec = HyperTeacherSpec()
     depth: int = Field(2, ge=1, description="hidden layers of every MLP tried")
+    init: Literal[INITS] = Field("reference", description="initialization of every MLP tried")  # type: ignore[valid-type]
     train: TrainSpec = TrainSpec()
     eval_tasks: int = Field(1024, ge=2, description="tasks in each of the ID and OOD sets")
     threshold: float = Field(0.8, gt=0, le=1, description="OOD R^2 a width must reach")
@@ -48,7 +51,7 @@ def _ood_r2(spec: NeuronsSpec, width: int, ctx) -> dict:
     run_spec = CompositionSpec(
         seed=spec.seed,
         task=spec.task,
-        model=MLPSpec(width=width, depth=spec.depth),
+        model=MLPSpec(width=width, depth=spec.depth, init=spec.init),
         train=spec.train,
         eval_tasks=spec.eval_tasks,
     )

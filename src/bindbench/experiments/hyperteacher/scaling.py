@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from functools import partial
+from typing import Literal
 
 import numpy as np
 import torch
@@ -32,9 +33,9 @@ from bindbench.core.claims import (
     rises_with,
 )
 from bindbench.core.claims import values as metric_values
-from bindbench.core.config import get_path
+from bindbench.core.config import Spec, get_path
 from bindbench.core.metrics import r2_score
-from bindbench.core.probes import capture, features, r2_per_target, ridge_fit
+from bindbench.core.probes import capture, features, r2_per_target, ridge_fit, ridge_fit_cg
 from bindbench.core.registry import Experiment, RunResult, register
 from bindbench.core.report import Plot, column_width
 from bindbench.core.seeds import generator
@@ -51,11 +52,23 @@ from bindbench.experiments.hyperteacher.setup import (
 )
 
 
-class ScalingSpec(CompositionSpec):
-    probe_tasks: int = Field(
-        1024, ge=4, description="ID tasks for the probe (half fit, half test) and OOD tasks"
+class ProbeSpec(Spec):
+    tasks: int = Field(1024, ge=4, description="ID tasks for the probe (half fit, half test) and OOD tasks")
+    alpha: float = Field(1.0, gt=0, description="ridge penalty")
+    solver: Literal["exact", "cg10"] = Field(
+        "exact", description="exact: closed form, free intercept; cg10: the reference's 10 CG steps"
     )
-    probe_alpha: float = Field(1.0, gt=0, description="ridge penalty of the decodability probe")
+
+
+class ScalingSpec(CompositionSpec):
+    probe: ProbeSpec = ProbeSpec()
+
+
+def _ridge(x: torch.Tensor, z: torch.Tensor, probe: ProbeSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    if probe.solver == "cg10":
+        weights, bias = ridge_fit_cg(x, z, probe.alpha, iterations=10)
+        return weights.double(), bias.double()
+    return ridge_fit(x, z, probe.alpha)
 
 
 def decodability(setup: Setup, model: torch.nn.Module) -> tuple[dict, dict]:
@@ -67,16 +80,16 @@ def decodability(setup: Setup, model: torch.nn.Module) -> tuple[dict, dict]:
     """
     spec = setup.spec
     gen = generator(spec.seed, "probe", device=setup.teacher.device)
-    tasks = {split: setup.teacher.sample(spec.probe_tasks, split, gen) for split in ("train", "ood")}
+    tasks = {split: setup.teacher.sample(spec.probe.tasks, split, gen) for split in ("train", "ood")}
     inputs = {k: student_inputs(b.encoding, b.x) for k, b in tasks.items()}
     layers = [f"hidden.{i}" for i in range(spec.model.depth)] + ["readout"]
     acts = {k: {"encoding": tasks[k].encoding, **capture(model, inputs[k], layers)} for k in tasks}
-    half = spec.probe_tasks // 2
+    half = spec.probe.tasks // 2
     z_id, z_ood = tasks["train"].z, tasks["ood"].z
     metrics, summary_prediction = {}, None
     for layer in acts["train"]:
         x_id, x_ood = features(acts["train"][layer]), features(acts["ood"][layer])
-        weights, bias = ridge_fit(x_id[:half], z_id[:half], spec.probe_alpha)
+        weights, bias = _ridge(x_id[:half], z_id[:half], spec.probe)
         test_r2 = r2_per_target(z_id[half:], x_id[half:].double() @ weights + bias).mean()
         ood_prediction = x_ood.double() @ weights + bias
         metrics[f"decodability_test_{layer}"] = float(test_r2)
@@ -354,7 +367,7 @@ EXPERIMENT = register(
         },
         columns=("model.width", "model.depth", "task.frac_ood", "task.support", "seed"),
         metrics=("ood_r2", "decodability_r2", "id_r2", "task_spearman", "train_loss"),
-        tiny={**TINY, "probe_tasks": 64},
+        tiny={**TINY, "probe.tasks": 64},
         claims=CLAIMS,
     )
 )

@@ -22,6 +22,7 @@ from bindbench.core.registry import RunResult
 from bindbench.core.seeds import generator, seed_init
 from bindbench.core.training import TrainResult, TrainSpec, train, train_ensemble
 from bindbench.models import MLP
+from bindbench.models.mlp import INITS
 from bindbench.tasks.hyperteacher import ENCODINGS, SUPPORTS, TASK_DISTRIBUTIONS, HyperTeacher
 
 # a student of about a second on one core: what the checks every experiment passes run
@@ -72,6 +73,10 @@ class HyperTeacherSpec(Spec):
 class MLPSpec(Spec):
     width: int = Field(1024, ge=1, description="units per hidden layer")
     depth: int = Field(4, ge=1, description="hidden layers")
+    init: Literal[INITS] = Field(  # type: ignore[valid-type]
+        "reference",
+        description="reference: LeCun truncated normal, zero bias (the paper's); torch: nn.Linear's",
+    )
 
 
 class CompositionSpec(Spec):
@@ -115,7 +120,8 @@ class Setup:
         self.teacher = make_teacher(spec, device)
         seed_init(spec.seed)
         input_dim = self.teacher.encoding_dim + spec.task.input_dim
-        self.model = MLP(input_dim, spec.task.output_dim, spec.model.width, spec.model.depth).to(device)
+        model = spec.model
+        self.model = MLP(input_dim, spec.task.output_dim, model.width, model.depth, model.init).to(device)
         self.data = generator(spec.seed, "data", device=device)
         held = generator(spec.seed, "eval", device=device)
         self.eval_sets = {
@@ -199,5 +205,6 @@ def group_key(spec: CompositionSpec) -> str:
         free["train"].pop(key)
     for key in ("frac_ood", "support", "task_distribution"):
         free["task"].pop(key)
+    free["model"].pop("init")
     free["task"]["encoding"] = "fewshot" if spec.task.encoding == "fewshot" else "vector"
     return json.dumps(free, sort_keys=True)
