@@ -1,8 +1,10 @@
 import io
+import sys
 
 import pytest
 from rich.console import Console
 
+from bindbench import bench
 from bindbench.bench import (
     _training_flops,
     bench_ensemble,
@@ -49,3 +51,39 @@ def test_the_peak_is_the_best_of_several_matmul_sizes_and_shown_as_such():
     console = Console(width=200, record=True, file=io.StringIO())
     console.print(results_table({"peak_matmul": peak}))
     assert "peak: fp32 square matmul, best size" in console.export_text()
+
+
+def test_compare_alternates_the_two_sides_and_reports_the_ratio_of_medians(monkeypatch):
+    calls = []
+
+    def fake(command, shell):
+        calls.append("other" if shell else "bindbench")
+        return 10.0 if shell else 5.0 + len(calls)  # bindbench: 6, 8, 10 -> median 8
+
+    monkeypatch.setattr(bench, "_timed", fake)
+    result = bench.compare("reference --steps 300", width=8, steps=3, rounds=3)
+    assert calls == ["bindbench", "other"] * 3
+    assert result["bindbench_steps_per_second"] == [6.0, 8.0, 10.0]
+    assert result["ratio"] == 0.8
+
+
+def test_compare_runs_both_commands_and_reads_their_steps_per_second(capsys):
+    result = bench.compare(f"{sys.executable} -c \"print('warm-up'); print('12.5 steps/s')\"", 8, 4, 3, 1)
+    (ours,) = result["bindbench_steps_per_second"]
+    assert result["other_steps_per_second"] == [12.5] and result["ratio"] == ours / 12.5
+    assert bench.loop_speed(8, 1, 3) > 0
+
+
+@pytest.mark.parametrize(
+    "command, message",
+    [
+        ("echo done", "printed no '<number> steps/s' figure"),
+        (f"{sys.executable} -c 'import sys; sys.exit(\"no such model\")'", "exited with 1: no such model"),
+    ],
+)
+def test_a_compare_command_without_a_speed_or_that_fails_is_a_one_line_error(capsys, command, message):
+    from bindbench.cli import main
+
+    assert main(["bench", "--compare", command, "--width", "8", "--steps", "2", "--rounds", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err

@@ -12,13 +12,19 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import re
+import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
 import torch
 from rich.table import Table
 
+from bindbench.core.device import others_busy, threads_per_worker
 from bindbench.core.ensemble import Ensemble, StackedAdamW
+from bindbench.core.errors import SpecError
 from bindbench.core.training import make_optimizer
 from bindbench.experiments.hyperteacher.setup import student_inputs
 from bindbench.models import MLP
@@ -225,22 +231,77 @@ def bench_scenes(resolution: int = 32, batch_size: int = 16, steps: int = 10, **
     }
 
 
+def loop_speed(width: int = 256, depth: int = 4, steps: int = 300) -> float:
+    """Steps/s of BindBench's own training loop (`core.training.train`) on a hyperteacher
+    student: what a composition run does per step (fresh batch, forward, backward, AdamW),
+    with one small evaluation at the end, on the threads a run would get."""
+    torch.set_num_threads(threads_per_worker(1))
+    from bindbench.core.training import train
+    from bindbench.experiments.hyperteacher.setup import CompositionSpec, Setup, _mse
+
+    spec = CompositionSpec.model_validate(
+        {
+            "model": {"width": width, "depth": depth},
+            "train": {"steps": steps, "eval_every": steps},
+            "eval_tasks": 16,
+        }
+    )
+    setup = Setup(spec, torch.device("cpu"))
+    trained = train(setup.model, spec.train, lambda step: setup.batch(), _mse, lambda model: {})
+    return trained.steps / trained.seconds
+
+
+SPEED = re.compile(r"([0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?) steps/s")
+
+
+def _timed(command: list[str] | str, shell: bool) -> float:
+    """Runs a command and returns the last "<number> steps/s" it printed."""
+    done = subprocess.run(command, shell=shell, capture_output=True, text=True)
+    shown = command if shell else "bindbench's loop"
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or [""])[-1]
+        raise SpecError(f"--compare: {shown!r} exited with {done.returncode}: {last}")
+    found = SPEED.findall(done.stdout)
+    if not found:
+        raise SpecError(f"--compare: {shown!r} printed no '<number> steps/s' figure")
+    return float(found[-1])
+
+
+def compare(command: str, width: int = 256, depth: int = 4, steps: int = 300, rounds: int = 4) -> dict:
+    """BindBench's training loop against another command, in alternation (A B A B ...).
+
+    Each side runs in a fresh process; `command` (a shell line: the reference's own loop,
+    say) must print its speed as "<number> steps/s". Alternating rounds spread slow phases of
+    the machine over both sides; the medians and their ratio are reported.
+    """
+    ours = [
+        sys.executable,
+        "-c",
+        f"from bindbench.bench import loop_speed; print(loop_speed({width}, {depth}, {steps}), 'steps/s')",
+    ]
+    a, b = [], []
+    for _ in range(rounds):
+        a.append(_timed(ours, shell=False))
+        b.append(_timed(command, shell=True))
+    return {
+        "case": f"training loop, MLP width {width} depth {depth}, {steps} steps, {rounds} rounds A/B",
+        "command": command,
+        "bindbench_steps_per_second": a,
+        "other_steps_per_second": b,
+        "ratio": statistics.median(a) / statistics.median(b),
+    }
+
+
 GROUPS = ("ensemble", "mlp", "scan", "scenes")
 
 
 def run_benchmarks(quick: bool = False, only: tuple[str, ...] = GROUPS) -> dict:
-    """Runs the groups of cases in `only` on all cores of this machine; returns plain data."""
-    torch.set_num_threads(os.cpu_count() or 1)
+    """Runs the groups of cases in `only` on the cores other processes leave free (as runs
+    do: `core.device.threads_per_worker`); returns plain data."""
+    busy = others_busy()
+    torch.set_num_threads(threads_per_worker(1, busy))
     steps = 3 if quick else 10
-    results = {
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-        }
-    }
+    results = {"machine": {**machine(), "busy_cores_at_start": busy}}
     if "ensemble" in only or "mlp" in only:
         results["peak_matmul"] = peak_matmul_gflops(PEAK_SIZES[:2] if quick else PEAK_SIZES)
         peak = results["peak_matmul"]["gflops"]
@@ -263,6 +324,34 @@ def run_benchmarks(quick: bool = False, only: tuple[str, ...] = GROUPS) -> dict:
         results["scenes_64"] = bench_scenes(64, steps=few, **{"train.pixels": 1024})
         results["scenes_64_reference_layout"] = bench_scenes(64, steps=few, **reference)
     return results
+
+
+def cpu_info() -> tuple[str, list[str]]:
+    """This CPU's model name and the vector and matrix extensions it reports (from Linux's
+    /proc/cpuinfo; the platform's processor string and [] elsewhere)."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    wanted = ("avx", "fma", "amx", "sse4_2")
+    flags = sorted(f for f in fields.get("flags", "").split() if f.startswith(wanted))
+    return fields.get("model name", platform.processor() or platform.machine()), flags
+
+
+def machine() -> dict:
+    processor, flags = cpu_info()
+    return {
+        "platform": platform.platform(),
+        "processor": processor,
+        "cores": os.cpu_count(),
+        "cpu_flags": flags,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def results_table(results: dict) -> Table:
@@ -314,5 +403,14 @@ def results_table(results: dict) -> Table:
             f"{case['ms_per_step']:.1f} ms per step, {case['scenes_per_second']:.0f} scenes/s generated",
             f"data {100 * case['data_fraction_of_step']:.2f}% of a step",
             "< 5%",
+        )
+    if "compare" in results:
+        case = results["compare"]
+        a, b = case["bindbench_steps_per_second"], case["other_steps_per_second"]
+        table.add_row(
+            case["case"],
+            f"bindbench {statistics.median(a):.2f} vs {statistics.median(b):.2f} steps/s (medians)",
+            f"{case['ratio']:.2f}x",
+            ">= 1x",
         )
     return table

@@ -52,6 +52,9 @@ def run_command(
     ),
     out: Path = typer.Option(None, help="output folder (default: runs/<target>-<profile>-<hash>)"),
     workers: int = typer.Option(1, min=1, help="worker processes for the runs of a sweep"),
+    threads: int = typer.Option(
+        None, min=1, help="torch threads per worker (default: the free cores, split between workers)"
+    ),
     no_ensemble: bool = typer.Option(
         False, "--no-ensemble", help="train every run alone, not as vectorized ensembles"
     ),
@@ -120,6 +123,7 @@ def run_command(
             command=command,
             device=device,
             workers=workers,
+            threads=threads,
             ensemble=not no_ensemble,
             backend=backend,
             address=address,
@@ -292,16 +296,30 @@ def bench_command(
     quick: bool = typer.Option(False, "--quick", help="fewer repeats (a smoke test, noisier)"),
     only: list[str] = typer.Option(None, "--only", help="run only these groups: ensemble, mlp, scan, scenes"),
     out: Path = typer.Option(None, help="also write the figures as JSON to this file"),
+    compare: str = typer.Option(
+        None,
+        metavar="COMMAND",
+        help="time BindBench's training loop against COMMAND (which prints '<number> steps/s'), A/B/A/B",
+    ),
+    width: int = typer.Option(256, min=1, help="--compare: the MLP's width (depth 4, batch 128 x 16)"),
+    steps: int = typer.Option(300, min=1, help="--compare: training steps per round"),
+    rounds: int = typer.Option(4, min=1, help="--compare: rounds of A then B"),
 ) -> None:
-    """Measure speed side by side (ensemble vs one-by-one, GFLOP/s vs peak, data cost)."""
+    """Measure speed side by side (ensemble vs one-by-one, GFLOP/s vs peak, data cost, or
+    BindBench's training loop against another command)."""
     import json
 
-    from bindbench.bench import GROUPS, results_table, run_benchmarks
+    from bindbench.bench import GROUPS, machine, results_table, run_benchmarks
 
     unknown = sorted(set(only or GROUPS) - set(GROUPS))
     if unknown:
         raise SpecError(f"--only {unknown[0]!r}: choose from {', '.join(GROUPS)}")
-    results = run_benchmarks(quick=quick, only=tuple(only or GROUPS))
+    if compare is not None:
+        from bindbench.bench import compare as compare_loops
+
+        results = {"machine": machine(), "compare": compare_loops(compare, width, 4, steps, rounds)}
+    else:
+        results = run_benchmarks(quick=quick, only=tuple(only or GROUPS))
     console.print(results_table(results))
     machine = results["machine"]
     console.print(f"machine: {machine['processor']}, {machine['cores']} cores, torch {machine['torch']}")

@@ -1,8 +1,15 @@
 import pytest
 import torch
 
+from bindbench.core import device
 from bindbench.core.config import SpecError
-from bindbench.core.device import resolve_device, threads_per_worker
+from bindbench.core.device import (
+    busy_by_others,
+    choose_threads,
+    others_busy,
+    resolve_device,
+    threads_per_worker,
+)
 
 
 def test_cuda_without_a_gpu_is_a_one_line_error(monkeypatch):
@@ -17,4 +24,43 @@ def test_unknown_devices_are_refused_and_threads_are_shared_between_workers(monk
     with pytest.raises(SpecError, match="allowed are cpu, cuda"):
         resolve_device("tpu")
     monkeypatch.setattr("os.cpu_count", lambda: 8)
-    assert [threads_per_worker(n) for n in (1, 2, 3, 16)] == [8, 4, 2, 1]
+    assert [threads_per_worker(n, busy=0.0) for n in (1, 2, 3, 16)] == [8, 4, 2, 1]
+
+
+@pytest.mark.parametrize(
+    "cores, busy, workers, threads",
+    [
+        (2, 0.05, 1, 2),  # an idle machine: every core
+        (2, 1.0, 1, 1),  # one core taken by another process: never two threads on it
+        (2, 0.9, 2, 1),
+        (2, 2.0, 1, 1),  # a full machine still gets one thread
+        (16, 3.4, 2, 6),  # 13 free cores between two workers
+        (16, 3.6, 1, 12),
+        (8, 0.0, 3, 2),
+    ],
+)
+def test_threads_are_the_free_cores_shared_between_workers(cores, busy, workers, threads):
+    assert choose_threads(cores, busy, workers) == threads
+
+
+def test_busy_cores_of_others_leave_out_this_process():
+    # 4 cores over 1 s = 400 jiffies at 100 Hz; 100 idle -> 3 cores busy, 0.5 of them ours
+    assert busy_by_others((1000, 500), (1400, 600), own_seconds=0.5, wall_seconds=1.0, cores=4) == 2.5
+    assert busy_by_others((1000, 500), (1400, 700), own_seconds=0.5, wall_seconds=1.0, cores=4) == 1.5
+    assert busy_by_others((1000, 500), (1400, 900), own_seconds=2.0, wall_seconds=1.0, cores=4) == 0.0
+    assert busy_by_others((1000, 500), (1000, 500), own_seconds=0.0, wall_seconds=1.0, cores=4) == 0.0
+
+
+def test_others_busy_reads_the_machine_and_this_process_over_the_interval(monkeypatch):
+    readings = iter([(1000.0, 500.0), (1200.0, 550.0)])  # 150 of 200 jiffies busy on 2 cores
+    own = iter([10.0, 10.25])
+    monkeypatch.setattr(device, "_cpu_times", lambda: next(readings))
+    monkeypatch.setattr(device, "_own_cpu", lambda: next(own))
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    busy = others_busy(0.01)  # 1.5 cores busy, 0.25 / 0.01 s of them ours: nobody else
+    assert busy == 0.0
+    readings = iter([(1000.0, 500.0), (1200.0, 550.0)])
+    own = iter([10.0, 10.0])
+    assert 1.0 < others_busy(0.01) <= 1.5  # the wall time is a little over the interval
+    monkeypatch.setattr(device, "_cpu_times", lambda: None)
+    assert others_busy(0.01) == 0.0  # no /proc/stat: nothing known to be busy

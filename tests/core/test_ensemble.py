@@ -7,7 +7,7 @@ from bindbench.core.plan import make_plan
 from bindbench.core.training import TrainSpec, make_optimizer, train, train_ensemble
 from bindbench.core.worker import RunContext
 from bindbench.experiments.hyperteacher.composition import run, run_group
-from bindbench.experiments.hyperteacher.setup import step_flops
+from bindbench.experiments.hyperteacher.setup import group_key, step_flops
 from bindbench.models import MLP
 
 
@@ -105,6 +105,23 @@ def test_ensemble_members_equal_runs_trained_alone(tiny):
         for key in ("id_r2", "ood_r2", "train_loss"):
             assert member.metrics[key] == pytest.approx(alone.metrics[key], rel=1e-4, abs=1e-5)
         assert [p["step"] for p in member.curve] == [p["step"] for p in alone.curve]
+
+
+def test_bf16_ensemble_members_train_close_to_bf16_runs_alone_and_to_fp32(tiny):
+    sets = [*tiny, "seed=[0,1]", "train.precision=[fp32,bf16]", "train.steps=60", "model.width=32"]
+    jobs = make_plan("composition", sets=sets).jobs
+    assert len({group_key(j.spec) for j in jobs}) == 2  # precisions never share an ensemble
+    bf16 = [j.spec for j in jobs if j.spec.train.precision == "bf16"]
+    ctx = RunContext(torch.device("cpu"))
+    together = run_group(bf16, ctx)
+    for spec, member in zip(bf16, together):
+        alone = run(spec, ctx).metrics["ood_r2"]
+        fp32 = run(
+            spec.model_copy(update={"train": spec.train.model_copy(update={"precision": "fp32"})}), ctx
+        )
+        assert member.metrics["ood_r2"] == pytest.approx(alone, abs=0.01)  # bf16 sums differ in order
+        assert member.metrics["ood_r2"] == pytest.approx(fp32.metrics["ood_r2"], abs=0.03)
+        assert member.metrics["ood_r2"] != fp32.metrics["ood_r2"]
 
 
 def test_a_diverging_member_is_stopped_and_the_others_train_on(tiny):

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from bindbench.api import run as run_api
-from bindbench.core.config import Spec
+from bindbench.core.config import Spec, SpecError
 from bindbench.core.executor import RunOptions, execute
 from bindbench.core.plan import make_plan
 from bindbench.core.registry import EXPERIMENTS, Experiment, RunResult, register
@@ -137,3 +137,12 @@ def test_a_sweep_killed_part_way_reruns_only_the_missing_runs(tmp_path, tiny):
     assert finished[0][0] not in reran and len(reran) == 2
     assert runs[finished[0][0]]["finished"] == finished[0][1]  # untouched
     assert all(r["status"] == "done" for r in runs.values())
+
+
+def test_threads_can_be_pinned_and_must_be_positive(tmp_path, tiny):
+    with pytest.raises(SpecError, match="--threads 0"):
+        RunOptions(threads=0)
+    folder = run_api("composition", sets=tiny, out=tmp_path / "pinned", threads=1)
+    with Store(folder) as store:
+        (stored,) = store.runs()
+    assert stored["device"].endswith(", 1 threads)")

@@ -132,3 +132,20 @@ def test_a_halving_run_records_the_scheduled_rate_at_each_evaluation():
         assert point["lr"] == pytest.approx(spec.lr * lr_factor(point["step"], spec), rel=1e-12)
     assert result.curve[-1]["lr"] == pytest.approx(0.05 * 0.25)
     assert not result.diverged
+
+
+def test_bf16_precision_runs_the_forward_in_bfloat16_and_keeps_weights_and_evaluation_fp32():
+    model, sample, loss_fn, evaluate = _regression()
+    seen = []
+
+    def watched(m, batch):
+        seen.append(m(batch[0]).dtype)
+        return loss_fn(m, batch)
+
+    spec = TrainSpec(steps=200, lr=0.05, eval_every=100, precision="bf16")
+    result = train(model, spec, sample, watched, evaluate)
+    assert set(seen) == {torch.bfloat16}
+    assert model.weight.dtype == torch.float32
+    assert 0 < result.final["mse"] < 0.05  # still learns, to bfloat16's ~3 digits
+    fp32 = train(*_regression()[:1], TrainSpec(steps=200, lr=0.05, eval_every=100), *_regression()[1:])
+    assert result.final["mse"] != fp32.final["mse"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import torch
 
@@ -28,6 +29,63 @@ def describe_device(device: torch.device) -> str:
     return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
 
 
-def threads_per_worker(workers: int) -> int:
-    """Splits the machine's cores between `workers` processes (at least one thread each)."""
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
+def choose_threads(cores: int, busy: float, workers: int = 1) -> int:
+    """Threads per worker: the cores other processes leave free, shared between `workers`.
+
+    `busy` is how many cores other processes keep busy. Two threads spin-waiting on a core
+    another process holds run several times slower than one thread alone, so a busy core
+    is never counted as ours; every worker keeps at least one thread.
+    """
+    free = cores - round(busy)
+    return max(1, free // max(1, workers))
+
+
+def _cpu_times() -> tuple[float, float] | None:
+    """(all jiffies, idle + iowait jiffies) of the machine since boot, or None off Linux."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [float(v) for v in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return sum(fields[:8]), fields[3] + fields[4]  # without guest time, counted in user
+
+
+def busy_by_others(
+    before: tuple[float, float],
+    after: tuple[float, float],
+    own_seconds: float,
+    wall_seconds: float,
+    cores: int,
+) -> float:
+    """Cores other processes kept busy between two `/proc/stat` readings (jiffies: total, idle)
+    while this process used `own_seconds` of CPU in `wall_seconds`."""
+    total, idle = after[0] - before[0], after[1] - before[1]
+    if total <= 0 or wall_seconds <= 0:
+        return 0.0
+    busy_cores = cores * (total - idle) / total
+    return max(0.0, busy_cores - own_seconds / wall_seconds)
+
+
+def others_busy(interval: float = 0.25) -> float:
+    """Cores other processes keep busy now, measured over `interval` seconds (0 if unknown)."""
+    before = _cpu_times()
+    if before is None:
+        return 0.0
+    own, start = _own_cpu(), time.perf_counter()
+    time.sleep(interval)
+    after = _cpu_times()
+    if after is None:
+        return 0.0
+    wall = time.perf_counter() - start
+    return busy_by_others(before, after, _own_cpu() - own, wall, os.cpu_count() or 1)
+
+
+def _own_cpu() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def threads_per_worker(workers: int, busy: float | None = None) -> int:
+    """`choose_threads` for this machine, measuring what other processes use unless `busy` is given."""
+    cores = os.cpu_count() or 1
+    return choose_threads(cores, others_busy() if busy is None else busy, workers)

@@ -29,6 +29,8 @@ class RunOptions:
     options of `bindbench run` are these.
 
     `ensemble`: jobs that can train together do so as vectorized ensembles.
+    `threads`: torch threads per worker; None takes the cores other processes leave free,
+    split between the workers (`core.device.threads_per_worker`).
     `backend="local"` runs them here or in `workers` processes; `backend="ray"` submits
     them as Ray tasks to the cluster at `address` (a local instance when None).
     Callbacks: `on_start(pending)` once, `on_finish(job, outcome)` after each run, and
@@ -40,6 +42,7 @@ class RunOptions:
     ensemble: bool = True
     backend: str = "local"
     address: str | None = None
+    threads: int | None = None
     on_start: Callable[[list[Job]], None] | None = None
     on_finish: Callable[[Job, dict], None] | None = None
     on_eval: Callable[[Job, int, dict], None] | None = None
@@ -49,6 +52,8 @@ class RunOptions:
             raise SpecError(f"--backend {self.backend!r}: allowed are {', '.join(BACKENDS)}")
         if self.workers < 1:
             raise SpecError(f"--workers {self.workers}: must be at least 1")
+        if self.threads is not None and self.threads < 1:
+            raise SpecError(f"--threads {self.threads}: must be at least 1")
 
 
 # Above this many training FLOPs per run and step, a plain step on a CPU is bound by
@@ -108,11 +113,11 @@ def execute(jobs: list[Job], store: Store, options: RunOptions = RunOptions()) -
     if options.backend == "ray":
         from bindbench.core.ray_backend import run_on_ray
 
-        run_on_ray(units, device, options.address, start, finish)
+        run_on_ray(units, device, options.address, start, finish, options.threads or 1)
         return pending
 
     workers = max(1, min(options.workers, len(units)))
-    threads = threads_per_worker(workers)
+    threads = options.threads or threads_per_worker(workers)
     if workers == 1:
         for unit in units:
             specs = start(unit)

@@ -61,15 +61,17 @@ def run_on_ray(
     address: str | None,
     start: Callable[[list], list[dict]],
     finish: Callable[[list, list[dict]], None],
+    threads: int = 1,
 ) -> None:
-    """Submits every unit as a Ray task and stores results as they arrive."""
+    """Submits every unit as a Ray task of `threads` CPUs (and threads) and stores results as
+    they arrive."""
     import ray
 
     connect(address)
     try:
         gpus = 1 if device.startswith("cuda") else 0
-        task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(run_unit)
-        pending = {task.remote(unit[0].experiment, start(unit), device, 1): unit for unit in units}
+        task = ray.remote(num_cpus=threads, num_gpus=gpus, max_retries=0)(run_unit)
+        pending = {task.remote(unit[0].experiment, start(unit), device, threads): unit for unit in units}
         died = []
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)

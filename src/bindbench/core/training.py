@@ -39,6 +39,14 @@ class TrainSpec(Spec):
     clip_norm: float | None = Field(
         None, gt=0, description="clip of the global gradient norm before each step (null: none)"
     )
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16: forward and loss under bfloat16 autocast (weights, AdamW, evaluation fp32)"
+    )
+
+
+def autocast(spec: TrainSpec, device: torch.device) -> torch.autocast:
+    """The training step's autocast context: bfloat16 for precision=bf16, off for fp32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.precision == "bf16")
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -131,10 +139,12 @@ def train(
         if on_eval is not None:
             on_eval(step, point)
 
+    mixed = autocast(spec, next(model.parameters()).device)
     model.train()
     for step in range(spec.steps):
         batch = sample_batch(step)
-        loss = loss_fn(model, batch)
+        with mixed:
+            loss = loss_fn(model, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if spec.clip_norm is not None:
@@ -172,13 +182,10 @@ def train_ensemble(
     from bindbench.core.ensemble import StackedAdamW, clip_member_grad_norms_
 
     first = specs[0]
+    shared = ("steps", "batch_size", "eval_every", "precision")
     for spec in specs:
-        if (spec.steps, spec.batch_size, spec.eval_every) != (
-            first.steps,
-            first.batch_size,
-            first.eval_every,
-        ):
-            raise ValueError("ensemble members must share train.steps, batch_size and eval_every")
+        if any(getattr(spec, key) != getattr(first, key) for key in shared):
+            raise ValueError("ensemble members must share train." + ", ".join(shared))
     params = ensemble.parameters()
     device = params[0].device
     optimizer = StackedAdamW(
@@ -198,9 +205,12 @@ def train_ensemble(
     window_steps = 0
     start = time.perf_counter()
 
+    mixed = autocast(first, device)
     ensemble.train()
     for step in range(first.steps):
-        losses = loss_fn(ensemble, sample_batch(step))  # (e,)
+        batch = sample_batch(step)  # data outside autocast: the tasks stay fp32
+        with mixed:
+            losses = loss_fn(ensemble, batch)  # (e,)
         optimizer.zero_grad()
         losses.sum().backward()
         if clipping:
