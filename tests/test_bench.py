@@ -1,5 +1,6 @@
 import io
 import sys
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -71,7 +72,9 @@ def test_compare_runs_both_commands_and_reads_their_steps_per_second(capsys):
     result = bench.compare(f"{sys.executable} -c \"print('warm-up'); print('12.5 steps/s')\"", 8, 4, 3, 1)
     (ours,) = result["bindbench_steps_per_second"]
     assert result["other_steps_per_second"] == [12.5] and result["ratio"] == ours / 12.5
-    assert bench.loop_speed(8, 1, 3) > 0
+    plain = Path(__file__).parents[1] / "tools" / "plain_loop.py"  # the plain PyTorch loop
+    result = bench.compare(f"{sys.executable} {plain} --width 8 --steps 3", 8, 4, 3, 1)
+    assert result["other_steps_per_second"][0] > 0
 
 
 @pytest.mark.parametrize(
@@ -87,3 +90,13 @@ def test_a_compare_command_without_a_speed_or_that_fails_is_a_one_line_error(cap
     assert main(["bench", "--compare", command, "--width", "8", "--steps", "2", "--rounds", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
+
+
+def test_the_bf16_step_is_shown_against_the_fp32_step():
+    fp32 = bench_mlp(width=16, depth=1, steps=1, peak=100.0)
+    bf16 = bench_mlp(width=16, depth=1, steps=1, peak=100.0, precision="bf16")
+    assert bf16["case"].endswith("bf16 autocast")
+    console = Console(width=250, record=True, file=io.StringIO())
+    console.print(results_table({"mlp_256": fp32, "mlp_256_bf16": bf16}))
+    ratio = bf16["steps_per_second"] / fp32["steps_per_second"]
+    assert f"{ratio:.2f}x the fp32 step" in console.export_text()
