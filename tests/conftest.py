@@ -1,4 +1,6 @@
+import atexit
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -8,6 +10,7 @@ import bindbench.experiments  # noqa: F401  (registers experiments and suites)
 
 # `bindbench list`'s cache (bindbench.catalog) goes to a folder of the test session's own
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="bindbench-cache-")
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], ignore_errors=True)  # not left in /tmp
 
 # Sized so one run trains in about a second on one CPU core.
 TINY = [
