@@ -245,10 +245,10 @@ def loop_speed(width: int = 256, depth: int = 4, steps: int = 300) -> float:
     """Steps/s of BindBench's own training loop (`core.training.train`) on a hyperteacher
     student: what a composition run does per step (fresh batch, forward, backward, AdamW),
     with one small evaluation at the end, on the threads a run would get."""
-    torch.set_num_threads(threads_per_worker(1))
     from bindbench.core.training import train
-    from bindbench.experiments.hyperteacher.setup import CompositionSpec, Setup, _mse
+    from bindbench.experiments.hyperteacher.setup import CompositionSpec, Setup, student_loss
 
+    torch.set_num_threads(threads_per_worker(1))
     spec = CompositionSpec.model_validate(
         {
             "model": {"width": width, "depth": depth},
@@ -257,7 +257,7 @@ def loop_speed(width: int = 256, depth: int = 4, steps: int = 300) -> float:
         }
     )
     setup = Setup(spec, torch.device("cpu"))
-    trained = train(setup.model, spec.train, lambda step: setup.batch(), _mse, lambda model: {})
+    trained = train(setup.model, spec.train, lambda step: setup.batch(), student_loss, lambda model: {})
     return trained.steps / trained.seconds
 
 

@@ -143,7 +143,8 @@ def result(trained: TrainResult, model: torch.nn.Module) -> RunResult:
     return RunResult(metrics=metrics, curve=trained.curve, diverged=trained.diverged)
 
 
-def _mse(model, batch) -> torch.Tensor:
+def student_loss(model, batch) -> torch.Tensor:
+    """The student's training loss: MSE on a batch of (inputs, targets)."""
     inputs, targets = batch
     return torch.nn.functional.mse_loss(model(inputs), targets)
 
@@ -168,7 +169,7 @@ def fit(specs: list[CompositionSpec], ctx) -> list[tuple[Setup, torch.nn.Module,
             return dict(zip([f"{s}_r2" for s in SPLITS], r2.tolist()))  # one copy to the host
 
         trained = train(
-            setup.model, setup.spec.train, lambda step: setup.batch(), _mse, evaluate, ctx.on_eval
+            setup.model, setup.spec.train, lambda step: setup.batch(), student_loss, evaluate, ctx.on_eval
         )
         return [(setup, setup.model, trained)]
 
