@@ -85,6 +85,17 @@ def test_an_impossible_split_is_refused_before_anything_runs():
         make_plan("composition", "quick", ["task.num_modules=4", "task.num_hot=1", "task.frac_ood=0.5"])
 
 
+def test_in_a_suite_a_bare_key_bad_for_one_experiment_names_that_experiment():
+    with pytest.raises(
+        SpecError, match=r"^structure: model.init=\"torch\": input should be 'trained' or 'random'"
+    ):
+        make_plan(None, "quick", ["model.init=torch"])  # composition and scaling take it
+    plan = make_plan(None, "quick", ["composition.model.init=torch"])
+    assert {j.spec.model.init for j in plan.jobs if j.experiment.name == "composition"} == {"torch"}
+    with pytest.raises(SpecError, match="^model.init="):  # one experiment: no prefix
+        make_plan("composition", "quick", ["model.init=xavier"])
+
+
 def test_a_profile_given_as_blocks_joins_their_grids_and_set_applies_to_each():
     plan = make_plan("scaling", "quick", ["model.width=8"])
     supports = {(j.spec.task.support, j.spec.task.frac_ood) for j in plan.jobs}

@@ -130,22 +130,29 @@ def make_plan(
     for experiment, overrides in entries:
         if seed is not None:
             overrides["seed"] = seed
-        blocks = experiment.profiles[profile]
         swept: dict[str, None] = {}
-        for block in blocks if isinstance(blocks, list) else [blocks]:
-            fixed, axes = split_sweep(experiment.spec, {**block, **overrides})
-            swept.update(dict.fromkeys(axes))
-            for point in expand_grid(axes):
-                spec = build_spec(experiment.spec, {}, {**fixed, **point})
-                rid = run_id(experiment.name, spec)
-                if rid in seen:
-                    continue
-                if experiment.check is not None:
-                    _check(experiment, spec)
-                seen.add(rid)
-                jobs.append(Job(experiment, spec, rid, len(jobs), point))
+        try:
+            _add_jobs(experiment, experiment.profiles[profile], overrides, jobs, swept, seen)
+        except SpecError as err:  # in a suite, say whose spec it is
+            raise SpecError(f"{experiment.name}: {err}" if len(entries) > 1 else str(err)) from None
         sweeps[experiment.name] = list(swept)
     return Plan(target, profile, jobs, sweeps)
+
+
+def _add_jobs(experiment, blocks, overrides: dict, jobs: list, swept: dict, seen: set) -> None:
+    """Appends the jobs of one experiment's profile blocks with `overrides` to `jobs`."""
+    for block in blocks if isinstance(blocks, list) else [blocks]:
+        fixed, axes = split_sweep(experiment.spec, {**block, **overrides})
+        swept.update(dict.fromkeys(axes))
+        for point in expand_grid(axes):
+            spec = build_spec(experiment.spec, {}, {**fixed, **point})
+            rid = run_id(experiment.name, spec)
+            if rid in seen:
+                continue
+            if experiment.check is not None:
+                _check(experiment, spec)
+            seen.add(rid)
+            jobs.append(Job(experiment, spec, rid, len(jobs), point))
 
 
 def _check(experiment: Experiment, spec: Spec) -> None:
