@@ -6,6 +6,7 @@ has a column per value of the setting with most values and a row per combination
 others, as the report's headline table, each cell mean(A) - mean(B).
 
     python tools/compare_runs.py A B --metric ood_r2 [--metric decodability_r2] [--where KEY=VALUE]
+        [--experiment NAME]
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from bindbench.core.report import format_cell
 from bindbench.core.store import Store
 
 
-def _runs(folder: str, where: dict[str, str]) -> list[dict]:
-    with Store(folder) as store:
-        runs = [r for r in store.runs() if r["status"] == "done"]
+def _runs(folder: str, where: dict[str, str], experiment: str | None) -> list[dict]:
+    with Store(folder, create=False) as store:
+        runs = [r for r in store.runs(experiment) if r["status"] == "done"]
+    if len({r["experiment"] for r in runs}) > 1:
+        raise SystemExit(f"compare_runs: {folder} holds several experiments: name one with --experiment")
     for run in runs:
         run["flat"] = flatten(run["spec"])
     return [r for r in runs if all(format_cell(r["flat"].get(k)) == v for k, v in where.items())]
@@ -68,9 +71,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("b")
     parser.add_argument("--metric", action="append", required=True)
     parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--experiment", help="the experiment to compare, in folders that hold several")
     args = parser.parse_args(argv)
     where = dict(item.split("=", 1) for item in args.where)
-    a, b = _runs(args.a, where), _runs(args.b, where)
+    a, b = (_runs(folder, where, args.experiment) for folder in (args.a, args.b))
     for metric in args.metric:
         print(f"{metric}, mean over seeds: {args.a} minus {args.b}\n\n{markdown(difference(a, b, metric))}\n")
 
