@@ -25,7 +25,7 @@ from rich.table import Table
 from bindbench.core.device import others_busy, threads_per_worker
 from bindbench.core.ensemble import Ensemble, StackedAdamW
 from bindbench.core.errors import SpecError
-from bindbench.core.training import make_optimizer
+from bindbench.core.training import autocast, make_optimizer
 from bindbench.experiments.hyperteacher.setup import student_inputs
 from bindbench.models import MLP
 from bindbench.tasks.hyperteacher import HyperTeacher
@@ -51,7 +51,7 @@ def _batch(teacher: HyperTeacher, generator: torch.Generator, tasks: int = BATCH
 def _plain_step(
     model, optimizer, teacher, generator, tasks: int = BATCH_TASKS, precision: str = "fp32"
 ) -> Callable[[], None]:
-    mixed = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+    mixed = autocast(precision, torch.device("cpu"))
 
     def step() -> None:
         inputs, targets = _batch(teacher, generator, tasks)

@@ -116,6 +116,8 @@ def execute(jobs: list[Job], store: Store, options: RunOptions = RunOptions()) -
         run_on_ray(units, device, options.address, start, finish, options.threads or 1)
         return pending
 
+    if not units:  # everything finished before: no threads to choose (a 0.25 s measurement)
+        return pending
     workers = max(1, min(options.workers, len(units)))
     threads = options.threads or threads_per_worker(workers)
     if workers == 1:

@@ -44,9 +44,9 @@ class TrainSpec(Spec):
     )
 
 
-def autocast(spec: TrainSpec, device: torch.device) -> torch.autocast:
-    """The training step's autocast context: bfloat16 for precision=bf16, off for fp32."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.precision == "bf16")
+def autocast(precision: str, device: torch.device) -> torch.autocast:
+    """The training step's autocast context (`TrainSpec.precision`): bfloat16 for bf16, off for fp32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -139,7 +139,7 @@ def train(
         if on_eval is not None:
             on_eval(step, point)
 
-    mixed = autocast(spec, next(model.parameters()).device)
+    mixed = autocast(spec.precision, next(model.parameters()).device)
     model.train()
     for step in range(spec.steps):
         batch = sample_batch(step)
@@ -205,7 +205,7 @@ def train_ensemble(
     window_steps = 0
     start = time.perf_counter()
 
-    mixed = autocast(first, device)
+    mixed = autocast(first.precision, device)
     ensemble.train()
     for step in range(first.steps):
         batch = sample_batch(step)  # data outside autocast: the tasks stay fp32
