@@ -22,7 +22,7 @@ from collections.abc import Callable
 import torch
 from rich.table import Table
 
-from bindbench.core.device import others_busy, threads_per_worker
+from bindbench.core.device import others_busy, threads_per_worker, use_cpu
 from bindbench.core.ensemble import Ensemble, StackedAdamW
 from bindbench.core.errors import SpecError
 from bindbench.core.training import autocast, make_optimizer
@@ -248,7 +248,7 @@ def loop_speed(width: int = 256, depth: int = 4, steps: int = 300) -> float:
     from bindbench.core.training import train
     from bindbench.experiments.hyperteacher.setup import CompositionSpec, Setup, student_loss
 
-    torch.set_num_threads(threads_per_worker(1))
+    use_cpu(threads_per_worker(1))
     spec = CompositionSpec.model_validate(
         {
             "model": {"width": width, "depth": depth},
@@ -309,7 +309,7 @@ def run_benchmarks(quick: bool = False, only: tuple[str, ...] = GROUPS) -> dict:
     """Runs the groups of cases in `only` on the cores other processes leave free (as runs
     do: `core.device.threads_per_worker`); returns plain data."""
     busy = others_busy()
-    torch.set_num_threads(threads_per_worker(1, busy))
+    use_cpu(threads_per_worker(1, busy))
     steps = 3 if quick else 10
     results = {"machine": {**machine(), "busy_cores_at_start": busy}}
     if "ensemble" in only or "mlp" in only:

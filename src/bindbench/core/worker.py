@@ -18,7 +18,7 @@ from importlib.metadata import PackageNotFoundError, version
 import numpy as np
 import torch
 
-from bindbench.core.device import describe_device, resolve_device
+from bindbench.core.device import describe_device, resolve_device, use_cpu
 from bindbench.core.registry import Experiment
 
 
@@ -81,7 +81,7 @@ def run_unit(
 
     Never raises: a run that fails is an outcome with status `failed` and its traceback.
     """
-    torch.set_num_threads(threads)
+    use_cpu(threads)
     start = time.perf_counter()
     described = device
     try:
