@@ -13,6 +13,7 @@ import functools
 import os
 import platform
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from collections.abc import Callable
 import torch
 from rich.table import Table
 
-from bindbench.core.device import others_busy, threads_per_worker, use_cpu
+from bindbench.core.device import keep_freed_memory, others_busy, threads_per_worker, use_cpu
 from bindbench.core.ensemble import Ensemble, StackedAdamW
 from bindbench.core.errors import SpecError
 from bindbench.core.training import autocast, make_optimizer
@@ -163,6 +164,40 @@ def bench_mlp(
         result["peak_matmul_gflops"] = peak
         result["fraction_of_peak"] = gflops / peak
     return result
+
+
+def bench_memory(width: int = 256, depth: int = 4, steps: int = 10, rounds: int = 4) -> dict:
+    """The training step with freed memory kept for reuse (what runs do,
+    `core.device.keep_freed_memory`) against malloc's default thresholds, in alternating
+    rounds of `steps` steps in one process: medians of steps/s and page faults per step."""
+    teacher = HyperTeacher()
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    model = MLP(teacher.encoding_dim + teacher.input_dim, teacher.output_dim, width, depth)
+    step = _plain_step(model, make_optimizer(model, 3e-4, 3e-3), teacher, generator)
+    speed: dict[bool, list[float]] = {True: [], False: []}
+    faults: dict[bool, list[float]] = {True: [], False: []}
+    try:
+        for i in range(2 * rounds + 1):  # round 0 grows the heap and is not counted
+            keep = i % 2 == 0
+            keep_freed_memory(keep)
+            step()  # the first step after a change pays for it
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            seconds = _seconds(step, steps, warmup=0)
+            if i:
+                speed[keep].append(1 / seconds)
+                faults[keep].append((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / steps)
+    finally:
+        keep_freed_memory()
+    kept, returned = statistics.median(speed[True]), statistics.median(speed[False])
+    return {
+        "case": f"training step, MLP width {width} depth {depth}: freed memory kept vs returned",
+        "kept_steps_per_second": kept,
+        "returned_steps_per_second": returned,
+        "kept_faults_per_step": statistics.median(faults[True]),
+        "returned_faults_per_step": statistics.median(faults[False]),
+        "speedup": kept / returned,
+    }
 
 
 def bench_seq2seq(kind: str = "transformer", steps: int = 10, batch_size: int = 64) -> dict:
@@ -324,6 +359,8 @@ def run_benchmarks(quick: bool = False, only: tuple[str, ...] = GROUPS) -> dict:
         results["mlp_256"] = bench_mlp(256, 4, steps=steps, peak=peak)
         results["mlp_1024_bf16"] = bench_mlp(1024, 4, steps=max(2, steps // 2), peak=peak, precision="bf16")
         results["mlp_256_bf16"] = bench_mlp(256, 4, steps=steps, peak=peak, precision="bf16")
+        results["memory_1024"] = bench_memory(1024, 4, steps=max(2, steps // 3), rounds=2 if quick else 3)
+        results["memory_256"] = bench_memory(256, 4, steps=steps, rounds=2 if quick else 4)
     if "scan" in only:
         results["scan_transformer"] = bench_seq2seq("transformer", steps=steps)
         results["scan_lstm"] = bench_seq2seq("lstm", steps=steps)
@@ -408,6 +445,14 @@ def results_table(results: dict) -> Table:
             f"{case['data_ms_per_batch']:.2f} ms per batch",
             f"{100 * case['data_fraction_of_step']:.2f}% of a step",
             "< 5%",
+        )
+    for case in (results[key] for key in ("memory_1024", "memory_256") if key in results):
+        table.add_row(
+            case["case"],
+            f"{case['kept_steps_per_second']:.2f} vs {case['returned_steps_per_second']:.2f} steps/s,"
+            f" {case['kept_faults_per_step']:.0f} vs {case['returned_faults_per_step']:.0f} page faults/step",
+            f"{case['speedup']:.2f}x",
+            "",
         )
     for case in (results[key] for key in ("scan_transformer", "scan_lstm") if key in results):
         table.add_row(

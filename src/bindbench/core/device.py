@@ -96,22 +96,26 @@ def threads_per_worker(workers: int, busy: float | None = None) -> int:
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
 
-def keep_freed_memory() -> bool:
+def keep_freed_memory(keep: bool = True) -> bool:
     """Lets glibc's malloc reuse the memory a training step frees instead of returning it.
 
     By default a freed buffer over 128 KiB goes back to the kernel, and the next step's
     buffers of that size are fresh pages that fault in and are zeroed one by one: about
     1,600 page faults per step for an MLP of width 256 on 2,048 rows (BENCHMARKS.md).
     Afterwards buffers up to 32 MiB (glibc's largest threshold) come from the heap and up
-    to 1 GiB of freed heap is kept. Process-wide; returns whether malloc took it (False
-    where the C library is not glibc).
+    to 1 GiB of freed heap is kept. `keep=False` sets glibc's initial thresholds back
+    (128 KiB, without its adaptation) and returns the free heap: what `bench` compares
+    against. Process-wide; returns whether malloc took it (False off glibc).
     """
     try:
-        mallopt = ctypes.CDLL(None).mallopt
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
-    mapped = mallopt(_M_MMAP_THRESHOLD, 32 << 20)
-    trimmed = mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+    mapped = mallopt(_M_MMAP_THRESHOLD, 32 << 20 if keep else 128 << 10)
+    trimmed = mallopt(_M_TRIM_THRESHOLD, 1 << 30 if keep else 128 << 10)
+    if not keep:
+        libc.malloc_trim(0)
     return bool(mapped and trimmed)
 
 
