@@ -5,6 +5,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from bindbench.cli import main
+from bindbench.core.config import Spec
+from bindbench.core.registry import EXPERIMENTS, Experiment, RunResult, register
 
 
 def _run(capsys, *argv):
@@ -114,3 +116,36 @@ def test_piped_list_never_cuts_a_key(capsys):
     code, out, _ = _run(capsys, "list", "scaling")
     keys = {line.split()[0] for line in out.splitlines() if line.strip()}
     assert code == 0 and {key for key, *_ in describe_fields(ScalingSpec)} <= keys
+
+
+class _ExitSpec(Spec):
+    seed: int = 0
+    mode: str = "ok"
+
+
+def _exit_run(spec: _ExitSpec, ctx) -> RunResult:
+    if spec.mode == "boom":
+        raise RuntimeError("deliberate failure")
+    return RunResult(metrics={"score": 1.0}, diverged=spec.mode == "nan")
+
+
+@pytest.mark.parametrize(
+    "sets, code, line",
+    [
+        (["mode=ok", "seed=[0,1]"], 0, None),
+        (["mode=boom", "seed=[0,1]"], 1, "bindbench: 2 failed of 2 runs in"),
+        (["mode=[ok, boom, nan]"], 1, "bindbench: 1 failed, 1 diverged of 3 runs in"),
+    ],
+)
+def test_run_exits_1_with_one_line_when_runs_fail_or_diverge(capsys, tmp_path, sets, code, line):
+    if "exit_toy" not in EXPERIMENTS:
+        register(Experiment("exit_toy", "toy", _ExitSpec, _exit_run, {"quick": {}}, metrics=("score",)))
+    argv = ["run", "exit_toy", *(w for s in sets for w in ("--set", s)), "--out", str(tmp_path / "t"), "-q"]
+    got, out, err = _run(capsys, *argv)
+    assert got == code
+    assert (tmp_path / "t" / "report.html").is_file()  # the report is written either way
+    if line is None:
+        assert err == ""
+    else:
+        assert err.strip().startswith(line) and "\n" not in err.strip()
+    assert _run(capsys, *argv)[0] == code  # a rerun redoes the failed runs only, and says the same

@@ -63,8 +63,10 @@ def run_command(
     address: str = typer.Option(None, help="Ray cluster: host:port, ray://host:port or auto"),
     seed: int = typer.Option(None, min=0, help="set the seed of every run"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or per-run lines"),
-) -> None:
-    """Run an experiment or suite (missing runs only) and write its report."""
+) -> int:
+    """Run an experiment or suite (missing runs only) and write its report.
+
+    Exit code: 0 every run done, 1 some failed or diverged, 2 bad input, 130 interrupted."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from bindbench.api import run
@@ -135,6 +137,22 @@ def run_command(
         if "task" in state:
             progress.stop()
     console.print(f"report: {folder / 'report.html'}")
+    return _exit_code(folder)
+
+
+def _exit_code(folder: Path) -> int:
+    """0 when every run of the folder finished well, else 1 with one line saying how many did not."""
+    from bindbench.core.store import Store
+
+    with Store(folder, create=False) as store:
+        statuses = [run["status"] for run in store.runs()]
+    bad = {status: statuses.count(status) for status in ("failed", "diverged") if status in statuses}
+    if not bad:
+        return 0
+    counts = ", ".join(f"{n} {status}" for status, n in bad.items())
+    shown = f"{counts} of {len(statuses)} runs in {folder} (the report shows which)"
+    print(f"bindbench: {shown}", file=sys.stderr)
+    return 1
 
 
 @app.command("list")
@@ -329,7 +347,8 @@ def bench_command(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs the CLI and returns its exit code: 0 ok, 2 bad input, 1 a failure of ours."""
+    """Runs the CLI and returns its exit code: 0 ok, 1 runs that failed or diverged (or a
+    worker that died), 2 bad input, 130 interrupted."""
     try:
         result = app(args=argv, prog_name="bindbench", standalone_mode=False)
     except SpecError as err:
