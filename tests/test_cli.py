@@ -39,6 +39,11 @@ def _run(capsys, *argv):
         (["run", "--backend", "ray", "--address", "127.0.0.1:1"], ["127.0.0.1:1", "no Ray cluster"]),
         (["run", "--backend", "ray", "--address", "nonsense"], ["nonsense", "host:port"]),
         (["run", "--set", "seed=1", "--set", "seed=2"], ["seed", "given twice", "seed=[a,b]"]),
+        (["run", "--set", "model.width=yes"], ["model.width", '"yes"', "valid integer"]),  # YAML 1.1: true
+        (["run", "--set", "model.width=true"], ["model.width=true", "boolean"]),  # pydantic: 1
+        (["run", "--set", "seed=1:2:3"], ["seed", '"1:2:3"', "valid integer"]),  # YAML 1.1: 3723
+        (["run", "--set", "train.lr=.inf"], ["train.lr", "finite number"]),
+        (["run", "composition", "--set", "train.warmup_steps=2000"], ["warmup_steps=2000", "steps=2000"]),
         (
             ["data", "scenes", "--n", "2", "--out", "d", "--set", "max_objects=4", "--set", "max_objects=5"],
             ["max_objects", "twice"],

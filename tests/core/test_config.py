@@ -27,6 +27,58 @@ def test_override_values_are_parsed_as_yaml():
     assert parse_override("model.width=[32, 64]") == ("model.width", [32, 64])
 
 
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("yes", "yes"),  # YAML 1.1: True (and so width 1)
+        ("off", "off"),
+        ("True", True),
+        ("false", False),
+        ("1:2:3", "1:2:3"),  # YAML 1.1: 3723, base 60
+        ("010", 10),  # YAML 1.1: 8, octal
+        ("0o17", 15),
+        ("0x1f", 31),
+        ("-4", -4),
+        ("1e-3", 0.001),  # YAML 1.1: the string '1e-3'
+        (".5", 0.5),
+        ("1_000", "1_000"),  # YAML 1.1: 1000
+        ("~", None),
+        ("[1, true, relu]", [1, True, "relu"]),
+    ],
+)
+def test_values_are_read_as_yaml_1_2_core_schema(text, value):
+    from bindbench.core.config import load_strict
+
+    parsed = load_strict(text)
+    assert parsed == value and type(parsed) is type(value)
+
+
+def test_a_key_twice_in_a_mapping_is_an_error_with_its_line(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("experiment: composition\nset:\n  model.width: 8\n  model.width: 16\n")
+    with pytest.raises(SpecError, match=r"at line 4, column 3: key 'model.width' is given twice$"):
+        make_plan(str(path))
+    with pytest.raises(SpecError, match="key 'width' is given twice"):
+        parse_override("model={width: 1, width: 2}")
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.width=true", "model.width=true: value error, true is a boolean"),
+        ("train.lr=.inf", "train.lr=Infinity: input should be a finite number"),
+        ("train.lr=.nan", "train.lr=NaN: input should be a finite number"),
+        ("train.warmup_steps=2000", "train.warmup_steps=2000 must be less than train.steps=2000"),
+    ],
+)
+def test_booleans_for_numbers_non_finite_numbers_and_a_warmup_past_the_end_are_refused(override, message):
+    with pytest.raises(SpecError) as info:
+        make_plan("composition", sets=[override])
+    assert message in str(info.value)
+    # what they may be: a boolean where the key is one, warm-up shorter than training
+    assert make_plan("composition", sets=["train.warmup_steps=1999"]).jobs[0].spec.train.warmup_steps == 1999
+
+
 def test_a_list_on_a_scalar_field_is_a_sweep_and_two_lists_make_a_grid():
     fixed, axes = split_sweep(CompositionSpec, {"model.width": [8, 16], "seed": [0, 1, 2], "model.depth": 2})
     assert fixed == {"model.depth": 2}

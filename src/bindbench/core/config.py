@@ -4,6 +4,11 @@ A Spec is a pydantic model with `extra="forbid"`. Overrides are dotted paths wit
 values (`model.width=512`, `task.support=equal`); a list value on a scalar field is a
 sweep axis, and several axes make a grid. Every problem is a `SpecError` whose message
 is one line naming the key, the value and what is allowed.
+
+Values are read as YAML 1.2's core schema (`StrictLoader`): only true/false are booleans
+(YAML 1.1 also took yes/no/on/off), numbers are decimal, 0o octal or 0x hex (no base-60
+`1:2:3`, no octal `010`), and a key given twice in a mapping is an error. Specs refuse a
+boolean where a number belongs and infinite or NaN numbers.
 """
 
 from __future__ import annotations
@@ -11,13 +16,15 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
+import types
 import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from bindbench.core.errors import SpecError  # noqa: F401  (re-exported: its home for most callers)
 
@@ -28,7 +35,74 @@ class Spec(BaseModel):
     Specs are frozen: a spec's hash is its run id, so it must not change once built
     (`spec.model_copy(update=...)` gives a changed copy)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic takes True as 1: `model.width=true` would train a width-1 model
+        if isinstance(value, bool) and not _admits_bool(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"{str(value).lower()} is a boolean, not a value of this key")
+        return value
+
+
+def _admits_bool(annotation: Any) -> bool:
+    """Whether a field of this type takes a boolean: bool itself, Any, or a union or Literal with one."""
+    if annotation is bool or annotation is Any:
+        return True
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Literal:
+        return any(isinstance(a, bool) for a in args)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_admits_bool(a) for a in args)
+    return False
+
+
+class StrictLoader(yaml.SafeLoader):
+    """YAML 1.2 core-schema scalars, and no key twice in a mapping (see the module's docstring)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_CORE = "tag:yaml.org,2002:"
+StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_CORE + "bool", _CORE + "int", _CORE + "float")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+for _tag, _pattern, _first in [
+    ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+    ("float", r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?)$", "-+.0123456789"),
+    ("float", r"^(?:[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$", "-+."),
+]:
+    StrictLoader.add_implicit_resolver(_CORE + _tag, re.compile(_pattern), list(_first))
+
+
+def _core_int(loader: StrictLoader, node) -> int:
+    text = loader.construct_scalar(node)
+    return int(text, 0) if text[:2] in ("0o", "0x") else int(text, 10)
+
+
+def _core_bool(loader: StrictLoader, node) -> bool:
+    return loader.construct_scalar(node).lower() == "true"
+
+
+StrictLoader.add_constructor(_CORE + "int", _core_int)
+StrictLoader.add_constructor(_CORE + "bool", _core_bool)
+
+
+def load_strict(text: str) -> Any:
+    """`yaml.safe_load` with `StrictLoader`."""
+    return yaml.load(text, Loader=StrictLoader)  # noqa: S506 (a SafeLoader subclass)
 
 
 def field_annotation(model: type[BaseModel], path: str):
@@ -57,9 +131,10 @@ def _is_list_type(annotation) -> bool:
 def parse_value(text: str) -> Any:
     """Parses an override's value as YAML (`0.5`, `true`, `[32, 128]`, `relu`)."""
     try:
-        return yaml.safe_load(text)
+        return load_strict(text)
     except yaml.YAMLError as err:
-        raise SpecError(f"cannot parse value {text!r}: {str(err).splitlines()[0]}") from None
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise SpecError(f"cannot parse value {text!r}: {problem}") from None
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -183,7 +258,7 @@ def load_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise SpecError(f"spec file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_strict(path.read_text())
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from bindbench.core.config import Spec
 
@@ -42,6 +42,14 @@ class TrainSpec(Spec):
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="bf16: forward and loss under bfloat16 autocast (weights, AdamW, evaluation fp32)"
     )
+
+    @model_validator(mode="after")
+    def _warmup_within_training(self) -> TrainSpec:
+        if self.warmup_steps >= self.steps and self.warmup_steps > 0:
+            raise ValueError(
+                f"train.warmup_steps={self.warmup_steps} must be less than train.steps={self.steps}"
+            )
+        return self
 
 
 def autocast(precision: str, device: torch.device) -> torch.autocast:
