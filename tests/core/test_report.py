@@ -1,8 +1,12 @@
 import json
+import math
 from html.parser import HTMLParser
+
+import pytest
 
 from bindbench.api import run
 from bindbench.core.report import build_report, format_cell
+from bindbench.core.store import Store
 
 
 class _Tables(HTMLParser):
@@ -315,3 +319,15 @@ def test_labels_use_the_fewest_settings_that_tell_the_runs_apart():
         r["spec"] |= {"kind": kind, "dim": dim, "objects": objects, "colours": colours}
     # colours adds nothing once kind, dim and objects are known; the seed is ignored
     assert distinguishing(runs, ["kind", "dim"], ignore={"seed"}) == ["kind", "dim", "objects"]
+
+
+def test_a_diverged_run_s_nan_leaves_report_json_valid_json(tmp_path, tiny):
+    folder = run("composition", sets=[*tiny, "seed=[0,1]"], out=tmp_path / "r")
+    with Store(folder) as store:
+        first = store.runs()[0]
+        nan = {k: math.nan for k in first["metrics"]}
+        store.finish(first["id"], "diverged", metrics=nan, curve=[{"step": 10, "train_loss": math.nan}])
+    build_report(folder)
+    text = (folder / "report.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    json.loads(text, parse_constant=lambda constant: pytest.fail(f"{constant} in report.json"))

@@ -27,7 +27,7 @@ from matplotlib.lines import Line2D
 from bindbench.core.claims import judge
 from bindbench.core.config import get_path, varying
 from bindbench.core.registry import EXPERIMENTS
-from bindbench.core.store import open_store
+from bindbench.core.store import open_store, strict_dumps
 
 BASE_COLUMNS = ("run", "status")
 
@@ -422,7 +422,7 @@ def build_report(folder: str | Path, figures: str | Path | None = None) -> tuple
             for n, (_, png) in enumerate(pngs, 1):
                 (Path(figures) / f"{entry['name']}-{n}.png").write_bytes(base64.b64decode(png))
     json_path, html_path = folder / "report.json", folder / "report.html"
-    _write_atomic(json_path, json.dumps(report, indent=1, default=str))
+    _write_atomic(json_path, strict_dumps(report, indent=1, default=str))
     _write_atomic(html_path, render_html(report, sections))
     return html_path, json_path
 

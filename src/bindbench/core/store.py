@@ -8,6 +8,7 @@ Only the driving process writes; workers hand their results back to it.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -15,6 +16,27 @@ from pathlib import Path
 from typing import Any
 
 from bindbench.core.config import SpecError
+
+
+def finite(value: Any) -> Any:
+    """Plain data with every non-finite float (a diverged run's NaN loss, say) as None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def strict_dumps(value: Any, **options: Any) -> str:
+    """JSON that every parser (and SQLite's json_extract) reads: NaN and infinities as null."""
+    return json.dumps(finite(value), allow_nan=False, **options)
+
+
+def _numbers(values: dict) -> dict:
+    """A metrics or curve record back from JSON: null (a non-finite number stored) is NaN again."""
+    return {k: math.nan if v is None else v for k, v in values.items()}
 
 DB_NAME = "runs.db"
 FINISHED = ("done", "diverged")
@@ -132,15 +154,15 @@ class Store:
             db.execute("DELETE FROM curves WHERE run_id = ?", (run_id,))
             db.executemany(
                 "INSERT INTO curves (run_id, step, values_json) VALUES (?, ?, ?)",
-                [(run_id, int(point["step"]), json.dumps(point)) for point in curve],
+                [(run_id, int(point["step"]), strict_dumps(point)) for point in curve],
             )
             db.execute(
                 "UPDATE runs SET status = ?, metrics = ?, extra = ?, error = ?, finished = ?, "
                 "seconds = ?, device = COALESCE(?, device) WHERE id = ?",
                 (
                     status,
-                    json.dumps(metrics or {}),
-                    json.dumps(extra or {}),
+                    strict_dumps(metrics or {}),
+                    strict_dumps(extra or {}),
                     error,
                     time.time(),
                     seconds,
@@ -162,6 +184,7 @@ class Store:
             run = dict(row)
             for key in ("spec", "metrics", "extra", "versions"):
                 run[key] = json.loads(run[key]) if run[key] else {}
+            run["metrics"] = _numbers(run["metrics"])
             decoded.append(run)
         return decoded
 
@@ -169,7 +192,7 @@ class Store:
         rows = self._db.execute(
             "SELECT values_json FROM curves WHERE run_id = ? ORDER BY step", (run_id,)
         ).fetchall()
-        return [json.loads(row["values_json"]) for row in rows]
+        return [_numbers(json.loads(row["values_json"])) for row in rows]
 
 
 class _Transaction:
