@@ -39,6 +39,8 @@ def _run(capsys, *argv):
         (["run", "--backend", "ray", "--address", "127.0.0.1:1"], ["127.0.0.1:1", "no Ray cluster"]),
         (["run", "--backend", "ray", "--address", "nonsense"], ["nonsense", "host:port"]),
         (["run", "--set", "seed=1", "--set", "seed=2"], ["seed", "given twice", "seed=[a,b]"]),
+        (["run", "--out", ""], ["--out", "is empty"]),  # it would be the working folder
+        (["export", "--out", "", "x"], ["--out", "is empty"]),
         (["run", "--set", "model.width=yes"], ["model.width", '"yes"', "valid integer"]),  # YAML 1.1: true
         (["run", "--set", "model.width=true"], ["model.width=true", "boolean"]),  # pydantic: 1
         (["run", "--set", "seed=1:2:3"], ["seed", '"1:2:3"', "valid integer"]),  # YAML 1.1: 3723
@@ -57,7 +59,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(capsys, tmp_path, mo
     assert len(err.strip().splitlines()) == 1, err
     for word in words:
         assert word in err
-    assert not (tmp_path / "runs").exists()
+    assert not any(tmp_path.iterdir())  # nothing written, here (the working folder) either
 
 
 def test_run_then_report_and_export(capsys, tmp_path, tiny):
@@ -84,6 +86,9 @@ def test_run_then_report_and_export(capsys, tmp_path, tiny):
     assert code == 2 and "csv" in err
     code, _, err = _run(capsys, "export", str(out), "--out", str(tmp_path / "nowhere" / "x.csv"))
     assert code == 2 and "does not exist" in err and len(err.strip().splitlines()) == 1
+    before = sorted(tmp_path.iterdir())
+    code, _, err = _run(capsys, "export", str(out), "--out", str(tmp_path))  # a folder, not a file
+    assert code == 2 and "is a folder" in err and sorted(tmp_path.iterdir()) == before
 
 
 def test_list_names_the_experiments_suites_and_profiles(capsys):

@@ -26,6 +26,13 @@ app = typer.Typer(
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
+def _path(value: str) -> Path:
+    """A path option's value; an empty one (`--out ''`) would be the current folder."""
+    if not value.strip():
+        raise typer.BadParameter("is empty: give a path")
+    return Path(value)
+
+
 def _print_version(value: bool) -> None:
     if value:
         from bindbench import __version__
@@ -50,7 +57,9 @@ def run_command(
     set_: list[str] = typer.Option(
         [], "--set", metavar="KEY=VALUE", help="override a key (repeat for more); KEY=[a,b] sweeps"
     ),
-    out: Path = typer.Option(None, help="output folder (default: runs/<target>-<profile>-<hash>)"),
+    out: Path = typer.Option(
+        None, parser=_path, metavar="PATH", help="output folder (default: runs/<target>-<profile>-<hash>)"
+    ),
     workers: int = typer.Option(1, min=1, help="worker processes for the runs of a sweep"),
     threads: int = typer.Option(
         None, min=1, help="torch threads per worker (default: the free cores, split between workers)"
@@ -227,7 +236,9 @@ def report_command(
 def export_command(
     folder: Path = typer.Argument(..., help="an output folder of `bindbench run`"),
     format_: str = typer.Option("csv", "--format", help="csv | parquet"),
-    out: Path = typer.Option(None, help="file to write (default: <folder>/runs.<format>)"),
+    out: Path = typer.Option(
+        None, parser=_path, metavar="PATH", help="file to write (default: <folder>/runs.<format>)"
+    ),
 ) -> None:
     """Write the runs table (spec and metrics, one row per run) as CSV or Parquet."""
     from bindbench.core.export import export_runs
@@ -242,7 +253,12 @@ app.add_typer(data_app, name="data")
 @data_app.command("scan")
 def data_scan_command(
     split: str = typer.Option("simple", help="a SCAN split, e.g. simple, length, addprim_jump"),
-    out: Path = typer.Option(..., help="folder for tasks_train_<split>.txt and tasks_test_<split>.txt"),
+    out: Path = typer.Option(
+        ...,
+        parser=_path,
+        metavar="PATH",
+        help="folder for tasks_train_<split>.txt and tasks_test_<split>.txt",
+    ),
     seed: int = typer.Option(0, min=0, help="seed of the random simple split"),
 ) -> None:
     """Write a SCAN split in the original file format (IN: <command> OUT: <actions>)."""
@@ -259,7 +275,12 @@ def data_scan_command(
 @data_app.command("scenes")
 def data_scenes_command(
     n: int = typer.Option(..., "--n", min=1, help="number of scenes"),
-    out: Path = typer.Option(..., help="folder for one PNG per scene and scenes.npz (labels, attributes)"),
+    out: Path = typer.Option(
+        ...,
+        parser=_path,
+        metavar="PATH",
+        help="folder for one PNG per scene and scenes.npz (labels, attributes)",
+    ),
     seed: int = typer.Option(0, min=0, help="seed of the scene generator"),
     dataset: str = typer.Option("scenes", help="scenes (sprites with occlusion) | tetrominoes"),
     resolution: int = typer.Option(
@@ -313,7 +334,9 @@ def data_scenes_command(
 def bench_command(
     quick: bool = typer.Option(False, "--quick", help="fewer repeats (a smoke test, noisier)"),
     only: list[str] = typer.Option(None, "--only", help="run only these groups: ensemble, mlp, scan, scenes"),
-    out: Path = typer.Option(None, help="also write the figures as JSON to this file"),
+    out: Path = typer.Option(
+        None, parser=_path, metavar="PATH", help="also write the figures as JSON to this file"
+    ),
     compare: str = typer.Option(
         None,
         metavar="COMMAND",

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 from bindbench.core.config import SpecError, flatten
+from bindbench.core.files import write_atomic
 from bindbench.core.store import open_store
 
 FORMATS = ("csv", "parquet")
@@ -31,15 +31,20 @@ def export_runs(folder: str | Path, fmt: str, out: str | Path | None = None) -> 
         raise SpecError(f"--format {fmt!r}: allowed are {', '.join(FORMATS)}")
     rows = runs_table(folder)
     path = Path(out) if out else Path(folder) / f"runs.{fmt}"
+    if path.is_dir():
+        example = path / f"runs.{fmt}"
+        raise SpecError(f"--out {path}: is a folder; give the file to write (for example {example})")
     if not path.parent.is_dir():
         raise SpecError(f"--out {path}: the folder {path.parent} does not exist")
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    tmp = path.with_name(path.name + ".tmp")
     if fmt == "csv":
-        with tmp.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
+
+        def write(tmp: Path) -> None:
+            with tmp.open("w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=columns)
+                writer.writeheader()
+                writer.writerows(rows)
+
     else:
         try:
             import pyarrow as pa
@@ -47,6 +52,9 @@ def export_runs(folder: str | Path, fmt: str, out: str | Path | None = None) -> 
         except ImportError:
             raise SpecError("--format parquet needs pyarrow: pip install 'bindbench[parquet]'") from None
         table = pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows])
-        pq.write_table(table, tmp)
-    os.replace(tmp, path)
+
+        def write(tmp: Path) -> None:
+            pq.write_table(table, tmp)
+
+    write_atomic(path, write)
     return path

@@ -11,7 +11,6 @@ import html
 import io
 import json
 import math
-import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from matplotlib.lines import Line2D
 
 from bindbench.core.claims import judge
 from bindbench.core.config import get_path, varying
+from bindbench.core.files import write_atomic
 from bindbench.core.registry import EXPERIMENTS
 from bindbench.core.store import open_store, strict_dumps
 
@@ -359,12 +359,6 @@ def _png(fig: Figure) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def build_report(folder: str | Path, figures: str | Path | None = None) -> tuple[Path, Path]:
     """Writes `report.html` and `report.json` in `folder` from its store; returns both paths.
     With `figures`, also every figure as `<figures>/<experiment>-<n>.png` (n from 1, in the
@@ -422,8 +416,10 @@ def build_report(folder: str | Path, figures: str | Path | None = None) -> tuple
             for n, (_, png) in enumerate(pngs, 1):
                 (Path(figures) / f"{entry['name']}-{n}.png").write_bytes(base64.b64decode(png))
     json_path, html_path = folder / "report.json", folder / "report.html"
-    _write_atomic(json_path, strict_dumps(report, indent=1, default=str))
-    _write_atomic(html_path, render_html(report, sections))
+    text = strict_dumps(report, indent=1, default=str)
+    write_atomic(json_path, lambda tmp: tmp.write_text(text))
+    page = render_html(report, sections)
+    write_atomic(html_path, lambda tmp: tmp.write_text(page))
     return html_path, json_path
 
 

@@ -38,6 +38,7 @@ def _numbers(values: dict) -> dict:
     """A metrics or curve record back from JSON: null (a non-finite number stored) is NaN again."""
     return {k: math.nan if v is None else v for k, v in values.items()}
 
+
 DB_NAME = "runs.db"
 FINISHED = ("done", "diverged")
 STATUSES = ("running", "done", "failed", "diverged")
