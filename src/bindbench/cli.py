@@ -26,6 +26,9 @@ app = typer.Typer(
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
+INTERRUPTED = "bindbench: interrupted; finished runs are kept, rerun to finish the rest"
+
+
 def _path(value: str) -> Path:
     """A path option's value; an empty one (`--out ''`) would be the current folder."""
     if not value.strip():
@@ -142,6 +145,11 @@ def run_command(
             on_finish=on_finish,
             on_eval=on_eval,
         )
+    except KeyboardInterrupt:  # caught here: Typer would turn it into a silent exit 130
+        if "task" in state:
+            progress.stop()
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
     finally:
         if "task" in state:
             progress.stop()
@@ -382,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bindbench: error: {err.strerror or err}{where}", file=sys.stderr)
         return 2
     except (typer.Abort, KeyboardInterrupt):
-        print("bindbench: interrupted; finished runs are kept, rerun to finish the rest", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return 130
     except Exception as err:
         # a worker died: only possible once the worker module (and torch) was imported, which
