@@ -182,4 +182,4 @@ def test_ctrl_c_prints_the_interrupted_line_and_exits_130(tmp_path):
     driver.send_signal(signal.SIGINT)
     _, err = driver.communicate(timeout=60)
     assert driver.returncode == 130
-    assert err.strip().splitlines()[-1] == INTERRUPTED  # "bindbench: interrupted; finished runs are kept, ..."
+    assert err.strip().splitlines()[-1] == INTERRUPTED  # "bindbench: interrupted; finished runs ..."
