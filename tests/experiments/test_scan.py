@@ -162,3 +162,19 @@ def test_accuracy_plot_puts_seeds_beside_the_published_figure():
 def test_quick_scan_joins_the_default_suite():
     jobs = [j for j in make_plan().jobs if j.experiment.name == "scan"]
     assert {j.spec.split for j in jobs} == {"simple", "addprim_jump", "length"}
+
+
+def test_a_changed_data_file_is_a_new_run_not_a_finished_one(tmp_path, capsys):
+    data = tmp_path / "data"
+    assert main(["data", "scan", "--split", "addprim_jump", "--out", str(data)]) == 0
+    sets = [*TINY_SCAN, f"from_file={data}", "split=addprim_jump"]
+    first = make_plan("scan", sets=sets).jobs[0]
+    assert make_plan("scan", sets=sets).jobs[0].run_id == first.run_id  # same files, same run
+    test_file = data / "tasks_test_addprim_jump.txt"
+    lines = test_file.read_text().splitlines(keepends=True)
+    test_file.write_text("".join(lines[:2]))  # 7,706 test commands -> 2, same folder
+    second = make_plan("scan", sets=sets).jobs[0]
+    assert second.run_id != first.run_id and second.spec.files_sha256 != first.spec.files_sha256
+    test_file.write_text("".join(lines[:3]))  # and changed again after planning: refused
+    with pytest.raises(ValueError, match="changed since the run was planned"):
+        run(second.spec, RunContext(torch.device("cpu")))

@@ -9,6 +9,7 @@ published metric), token accuracy, and exact match by output length.
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections import defaultdict
 from pathlib import Path
 from typing import Literal
@@ -69,6 +70,11 @@ class ScanSpec(Spec):
     from_file: str | None = Field(
         None, description="folder with tasks_{train,test}_<split>.txt to use instead of the generator"
     )
+    files_sha256: str | None = Field(
+        None,
+        description="with from_file: the files' content hash, filled in when the spec is built"
+        " (so a changed file is a new run)",
+    )
     model: Seq2SeqSpec = Seq2SeqSpec()
     train: ScanTrainSpec = ScanTrainSpec(
         steps=3000, batch_size=64, lr=1e-3, weight_decay=0.0, warmup_steps=200, eval_every=1000, clip_norm=5.0
@@ -76,6 +82,15 @@ class ScanSpec(Spec):
     eval_subset: int = Field(
         512, ge=1, description="test commands scored at intermediate evaluations (the last scores all)"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hash_the_files(cls, data):
+        # the run id must change with the files, not only with their folder's name
+        if isinstance(data, dict) and data.get("from_file") and data.get("files_sha256") is None:
+            paths = split_files(data.get("split", "simple"), data["from_file"])
+            data = {**data, "files_sha256": files_digest(paths)}
+        return data
 
     @model_validator(mode="after")
     def _known_split(self) -> ScanSpec:
@@ -89,21 +104,37 @@ class ScanSpec(Spec):
 _generated = functools.lru_cache(maxsize=16)(scan.make_split)
 
 
-def load_split(split: str, from_file: str | None, seed: int) -> scan.Split:
-    """The split a run trains and tests on: generated, or read from the user's files
-    (read afresh each time: a file may change between runs)."""
-    if from_file is None:
-        return _generated(split, seed)
-    train_name, test_name = scan.file_names(split)
-    paths = [Path(from_file) / train_name, Path(from_file) / test_name]
+def split_files(split: str, from_file: str) -> list[Path]:
+    """The train and test files of `split` in the folder `from_file`; both must exist."""
+    paths = [Path(from_file) / name for name in scan.file_names(split)]
     for path in paths:
         if not path.is_file():
             raise ValueError(f"from_file: {path} does not exist")
-    return scan.read_split(*paths, name=split)
+    return paths
+
+
+def files_digest(paths: list[Path]) -> str:
+    """sha256 over the files' bytes, in order (the first 16 hex digits)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.read_bytes())
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def load_split(spec: ScanSpec) -> scan.Split:
+    """The split a run trains and tests on: generated, or read from the user's files (read
+    afresh each time, and refused if they changed since the spec was built)."""
+    if spec.from_file is None:
+        return _generated(spec.split, spec.seed)
+    paths = split_files(spec.split, spec.from_file)
+    if files_digest(paths) != spec.files_sha256:
+        raise ValueError(f"from_file: the files in {spec.from_file} changed since the run was planned; rerun")
+    return scan.read_split(*paths, name=spec.split)
 
 
 def check(spec: ScanSpec) -> None:
-    load_split(spec.split, spec.from_file, spec.seed)  # a missing or malformed file fails here
+    load_split(spec)  # a missing or malformed file fails here
 
 
 def make_model(spec: Seq2SeqSpec) -> torch.nn.Module:
@@ -131,7 +162,7 @@ def by_length(exact: torch.Tensor, examples: list[scan.Example]) -> dict[str, fl
 
 
 def run(spec: ScanSpec, ctx) -> RunResult:
-    split = load_split(spec.split, spec.from_file, spec.seed)
+    split = load_split(spec)
     device = ctx.device
     train_source, train_target = (t.to(device) for t in scan.encode(split.train))
     test_source, test_target = (t.to(device) for t in scan.encode(split.test))
