@@ -183,3 +183,15 @@ def test_ctrl_c_prints_the_interrupted_line_and_exits_130(tmp_path):
     _, err = driver.communicate(timeout=60)
     assert driver.returncode == 130
     assert err.strip().splitlines()[-1] == INTERRUPTED  # "bindbench: interrupted; finished runs ..."
+
+
+def test_a_binary_spec_file_and_a_damaged_store_are_one_line_errors(capsys, tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_bytes(bytes(range(256)))
+    code, _, err = _run(capsys, "run", str(spec))
+    assert code == 2 and err.strip().endswith(f"spec file {spec} is not text (UTF-8): is it the right file?")
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "runs.db").write_bytes(b"")
+    for command in ("report", "export"):
+        code, _, err = _run(capsys, command, str(tmp_path / "store"))
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "is empty (0 bytes)" in err

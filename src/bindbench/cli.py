@@ -6,6 +6,7 @@ Every bad input ends in one line on stderr and exit code 2.
 from __future__ import annotations
 
 import shlex
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -388,6 +389,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:  # a path that cannot be read or written: the user's to fix
         where = f": {err.filename}" if err.filename else ""
         print(f"bindbench: error: {err.strerror or err}{where}", file=sys.stderr)
+        return 2
+    except sqlite3.DatabaseError as err:  # damaged while in use, or a full disk under the store
+        print(f"bindbench: error: the run store failed: {err}", file=sys.stderr)
         return 2
     except (typer.Abort, KeyboardInterrupt):
         print(INTERRUPTED, file=sys.stderr)

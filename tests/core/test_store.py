@@ -54,6 +54,53 @@ def test_missing_or_corrupt_stores_are_one_line_errors(tmp_path):
         open_store(tmp_path)
 
 
+def _filled(folder, runs: int = 300) -> None:
+    with Store(folder) as store:
+        for i in range(runs):
+            store.add(f"run{i:04d}", "toy", json.dumps({"seed": i, "pad": "x" * 200}), i)
+            store.finish(f"run{i:04d}", "done", metrics={"score": float(i)}, curve=[{"step": 1, "loss": 0.5}])
+
+
+@pytest.mark.parametrize("create", [True, False])
+def test_an_empty_damaged_or_foreign_file_is_refused_in_one_line_before_any_write(tmp_path, create):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "runs.db").write_bytes(b"")
+    with pytest.raises(SpecError, match=r"is empty \(0 bytes\)"):
+        Store(tmp_path / "empty", create=create)
+
+    _filled(tmp_path / "damaged")
+    path = tmp_path / "damaged" / "runs.db"
+    data = bytearray(path.read_bytes())
+    page = 4096
+    assert len(data) > 8 * page
+    for k in (3, 5, 7):  # the b-tree headers of three pages
+        data[k * page : k * page + 12] = b"\x0d\xff\xff\xff\xff\x00\x00\xff\xff\xff\xff\xff"
+    path.write_bytes(bytes(data))
+    with pytest.raises(sqlite3.DatabaseError, match="malformed"):  # SQLite's own verdict
+        sqlite3.connect(path).execute("PRAGMA integrity_check").fetchall()
+    before = path.read_bytes()
+    with pytest.raises(SpecError, match="is damaged|disk image is malformed") as info:
+        Store(tmp_path / "damaged", create=create)
+    assert "\n" not in str(info.value) and path.read_bytes() == before
+
+    (tmp_path / "foreign").mkdir()
+    sqlite3.connect(tmp_path / "foreign" / "runs.db").execute("CREATE TABLE photos (name TEXT)")
+    with pytest.raises(SpecError, match=r"database of something else \(tables: photos\)"):
+        Store(tmp_path / "foreign", create=create)
+
+
+def test_bad_json_in_a_column_names_the_run_and_column(tmp_path):
+    _filled(tmp_path, runs=2)
+    db = sqlite3.connect(tmp_path / "runs.db")
+    db.execute("UPDATE runs SET metrics = '{\"score\": 1.' WHERE id = 'run0001'")
+    db.commit()
+    with (
+        open_store(tmp_path) as store,
+        pytest.raises(SpecError, match="run run0001's metrics in the store is not valid JSON"),
+    ):
+        store.runs()
+
+
 def _strict(text: str):
     def refuse(constant):
         raise ValueError(f"{constant} is not JSON")

@@ -259,6 +259,8 @@ def load_yaml(path: str | Path) -> dict:
         raise SpecError(f"spec file {path} does not exist")
     try:
         data = load_strict(path.read_text())
+    except UnicodeDecodeError:
+        raise SpecError(f"spec file {path} is not text (UTF-8): is it the right file?") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

@@ -70,6 +70,20 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
+_RUN_COLUMNS = ("id", "experiment", "spec", "status", "metrics", "extra", "error", "device", "versions")
+_RUN_COLUMNS += ("position", "attempts", "started", "finished", "seconds")
+
+
+def _decoded(text: str | None, where: str) -> Any:
+    """A JSON column's value, or one line naming the run and column (`where`) of bad JSON."""
+    if not text:
+        return {}
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise SpecError(f"{where} in the store is not valid JSON") from None
+
+
 class Store:
     """Runs, their curves and the invocation's metadata, in `<folder>/runs.db`."""
 
@@ -83,14 +97,37 @@ class Store:
                 self.folder.mkdir(parents=True, exist_ok=True)
             except OSError as err:
                 raise SpecError(f"cannot make the output folder {self.folder}: {err.strerror}") from None
+        existed = self.path.is_file()
+        if existed and self.path.stat().st_size == 0:
+            raise SpecError(f"{self.path} is empty (0 bytes), not a run store: remove it to start afresh")
         try:
             self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            if existed:
+                self._check()
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as err:
             raise SpecError(f"{self.path} is not a readable run store: {err}") from None
         self._db.row_factory = sqlite3.Row
+
+    def _check(self) -> None:
+        """An existing file must be a sound SQLite database holding this schema's tables."""
+        problems = [row[0] for row in self._db.execute("PRAGMA quick_check")]  # may raise: malformed
+        if problems != ["ok"]:
+            raise SpecError(f"{self.path} is damaged (SQLite's check: {problems[0]}); it cannot be trusted")
+        tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables and not {"runs", "curves", "meta"} <= tables:
+            raise SpecError(
+                f"{self.path} is an SQLite database of something else (tables: {', '.join(sorted(tables))})"
+            )
+        if "runs" in tables:
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
+            missing = sorted(set(_RUN_COLUMNS) - columns)
+            if missing:
+                raise SpecError(
+                    f"{self.path}: the runs table lacks {', '.join(missing)}: not this version's store"
+                )
 
     def close(self) -> None:
         self._db.close()
@@ -114,7 +151,7 @@ class Store:
 
     def meta(self) -> dict[str, Any]:
         rows = self._db.execute("SELECT key, value FROM meta").fetchall()
-        return {row["key"]: json.loads(row["value"]) for row in rows}
+        return {row["key"]: _decoded(row["value"], f"the metadata {row['key']!r}") for row in rows}
 
     # --- runs --------------------------------------------------------------------------
     def status(self, run_id: str) -> str | None:
@@ -184,7 +221,7 @@ class Store:
         for row in rows:
             run = dict(row)
             for key in ("spec", "metrics", "extra", "versions"):
-                run[key] = json.loads(run[key]) if run[key] else {}
+                run[key] = _decoded(run[key], f"run {run['id']}'s {key}")
             run["metrics"] = _numbers(run["metrics"])
             decoded.append(run)
         return decoded
@@ -193,7 +230,7 @@ class Store:
         rows = self._db.execute(
             "SELECT values_json FROM curves WHERE run_id = ? ORDER BY step", (run_id,)
         ).fetchall()
-        return [_numbers(json.loads(row["values_json"])) for row in rows]
+        return [_numbers(_decoded(row["values_json"], f"run {run_id}'s curve")) for row in rows]
 
 
 class _Transaction:
