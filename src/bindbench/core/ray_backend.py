@@ -22,10 +22,14 @@ def _check_reachable(address: str) -> None:
     if address == "auto":
         return
     parsed = urlparse(address if "://" in address else f"ray://{address}")
-    if not parsed.hostname or not parsed.port:
+    try:
+        port = parsed.port  # raises on a port that is not a number
+    except ValueError:
+        port = None
+    if not parsed.hostname or not port:
         raise SpecError(f"--address {address!r}: expected host:port, ray://host:port or auto")
     try:
-        socket.create_connection((parsed.hostname, parsed.port), timeout=3).close()
+        socket.create_connection((parsed.hostname, port), timeout=3).close()
     except OSError as err:
         raise SpecError(
             f"--address {address}: no Ray cluster answers there ({err.strerror or err})"
