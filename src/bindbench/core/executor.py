@@ -8,6 +8,7 @@ left `running` by a killed process are run again.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -18,7 +19,7 @@ from bindbench.core.config import SpecError, spec_json
 from bindbench.core.device import resolve_device, threads_per_worker
 from bindbench.core.plan import Job
 from bindbench.core.store import FINISHED, Store
-from bindbench.core.worker import WorkerDied, run_unit, versions
+from bindbench.core.worker import WorkerDied, die_with_parent, run_unit, versions
 
 BACKENDS = ("local", "ray")
 
@@ -128,7 +129,9 @@ def execute(jobs: list[Job], store: Store, options: RunOptions = RunOptions()) -
         return pending
 
     queue = list(units)
-    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+    pool = ProcessPoolExecutor(
+        workers, mp_context=get_context("spawn"), initializer=die_with_parent, initargs=(os.getpid(),)
+    )
     running: dict = {}
 
     def submit() -> None:

@@ -7,8 +7,12 @@ an executor says that a worker vanished.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
+import signal
+import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -68,6 +72,33 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     return f"{name}, {os.cpu_count()} cores"
+
+
+_PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def die_with_parent(parent: int, interval: float = 0.5) -> None:
+    """Pool initializer: this worker ends as soon as its driver (`parent`) is gone.
+
+    A driver killed by SIGKILL or SIGTERM cannot shut its pool down, and its workers would
+    finish their discarded run and then idle forever. On Linux the kernel kills the worker
+    with its parent (PR_SET_PDEATHSIG); everywhere, a thread watches for the worker being
+    handed to another parent and exits the process.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    if os.getppid() != parent:  # the driver died before this worker was ready
+        os._exit(1)
+    threading.Thread(target=watch, name="bindbench-parent-watch", daemon=True).start()
 
 
 def run_unit(
