@@ -47,13 +47,20 @@ def run(
 
         check_backend(how.address)
     folder = Path(out) if out else the_plan.default_out()
+    command = command or _as_command(target, profile, sets, seed, how.device)
     with Store(folder) as store:
+        before = store.meta()  # a folder may be shared: keep what earlier commands said
+        commands = before.get("commands") or ([before["command"]] if "command" in before else [])
+        sweeps = {name: list(keys) for name, keys in before.get("sweeps", {}).items()}
+        for name, keys in the_plan.sweeps.items():
+            sweeps[name] = list(dict.fromkeys([*sweeps.get(name, []), *keys]))
         store.set_meta(
             target=the_plan.target,
             profile=profile,
-            sweeps=the_plan.sweeps,
+            sweeps=sweeps,
             device=described,
-            command=command or _as_command(target, profile, sets, seed, how.device),
+            command=command,
+            commands=list(dict.fromkeys([*commands, command])),
         )
         execute(the_plan.jobs, store, how)
     build_report(folder)

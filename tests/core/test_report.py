@@ -331,3 +331,17 @@ def test_a_diverged_run_s_nan_leaves_report_json_valid_json(tmp_path, tiny):
     text = (folder / "report.json").read_text()
     assert "NaN" not in text and "Infinity" not in text
     json.loads(text, parse_constant=lambda constant: pytest.fail(f"{constant} in report.json"))
+
+
+def test_a_shared_folder_s_report_names_every_command_and_what_differs_between_them(tmp_path, tiny):
+    out = tmp_path / "shared"
+    for lr in ("1e-3", "3e-3"):  # two commands, one folder, a setting neither sweeps
+        run("composition", sets=[*tiny, f"train.lr={lr}"], out=out)
+    report = json.loads((out / "report.json").read_text())
+    assert [c.split("train.lr=")[1].split()[0] for c in report["meta"]["commands"]] == ["1e-3", "3e-3"]
+    (entry,) = report["experiments"]
+    assert "train.lr" in entry["swept"]  # shown and grouped on, not averaged as if seeds
+    lr = entry["columns"].index("train.lr")
+    assert sorted(row[lr] for row in entry["rows"]) == [0.001, 0.003]
+    page = (out / "report.html").read_text()
+    assert page.count("Command: <code>") == 2

@@ -385,7 +385,10 @@ def build_report(folder: str | Path, figures: str | Path | None = None) -> tuple
     sections = []
     for name in dict.fromkeys(run["experiment"] for run in runs):
         mine = [r for r in runs if r["experiment"] == name]
-        swept = sweeps.get(name, [])
+        # what the commands swept, and whatever else differs between these runs (commands
+        # sharing a folder at different settings): never averaged as if seeds
+        declared = sweeps.get(name, [])
+        swept = [*declared, *varying([r["spec"] for r in mine], ignore=[*declared, "seed"])]
         table = experiment_table(name, mine, swept)
         plots = experiment_plots(name, mine, swept, table["metrics"])
         experiment = EXPERIMENTS.get(name)
@@ -449,11 +452,18 @@ def markdown_sections(report: dict) -> dict[str, str]:
     return {name: "\n".join(lines).strip() for name, lines in sections.items()}
 
 
+def commands_of(meta: dict) -> list[str]:
+    """Every command that wrote into the folder, oldest first (one, for older stores)."""
+    return meta.get("commands") or ([meta["command"]] if meta.get("command") else [])
+
+
 def markdown(report: dict) -> str:
     """The report's claims and each experiment's summary tables as Markdown, for a README: the
     numbers the page shows, cell for cell."""
     sections = markdown_sections(report)
-    lines = [f"# {report['title']}", "", f"`{report['meta'].get('command', '')}`", ""]
+    lines = [f"# {report['title']}", ""]
+    for command in commands_of(report["meta"]):
+        lines += [f"`{command}`", ""]
     if "claims" in sections:
         lines += ["## Claims", "", sections["claims"], ""]
     for entry in report["experiments"]:
@@ -524,7 +534,7 @@ def render_html(report: dict, sections: list[tuple[dict, list[tuple[str, str]]]]
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>{esc(report['title'])}</title><style>{_CSS}</style></head><body>",
         f"<h1>{esc(report['title'])}</h1>",
-        f"<p>Command: <code>{esc(meta.get('command', ''))}</code><br>",
+        "<p>" + "<br>".join(f"Command: <code>{esc(c)}</code>" for c in commands_of(meta)) + "<br>",
         f"Device: {esc(str(meta.get('device', '')))} &middot; created {esc(report['created'])}</p>",
     ]
     for versions in report.get("versions", []):
