@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from typing import Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from bindbench.core.config import Spec
 from bindbench.core.ensemble import Ensemble
@@ -39,6 +40,12 @@ TINY = {
 }
 
 
+# bounds a spec is checked against before anything is built (the reference: 696 combinations,
+# a teacher of 4,624 numbers; M = 32, K = 3 in the neurons profile: 5,488)
+MAX_COMBINATIONS = 1_000_000
+MAX_TEACHER_NUMBERS = 50_000_000
+
+
 class HyperTeacherSpec(Spec):
     """The task family (defaults: the reference's I = H = O = 16, M = 16, K = 3)."""
 
@@ -58,6 +65,25 @@ class HyperTeacherSpec(Spec):
     encoding: Literal[ENCODINGS] = Field(  # type: ignore[valid-type]
         "identity", description="what the student sees of z"
     )
+
+    @model_validator(mode="after")
+    def _fits_in_memory(self) -> HyperTeacherSpec:
+        # checked before the teacher is built: planning builds it to check the split
+        m, k = self.num_modules, min(self.num_hot, self.num_modules)
+        combinations = sum(math.comb(m, j) for j in range(1, k + 1))
+        if combinations > MAX_COMBINATIONS:
+            raise ValueError(
+                f"task.num_modules={self.num_modules} with task.num_hot={self.num_hot} makes"
+                f" {combinations:,} combinations, more than {MAX_COMBINATIONS:,}"
+            )
+        numbers = m * (self.input_dim + 1) * self.hidden_dim + self.hidden_dim * self.output_dim
+        if numbers > MAX_TEACHER_NUMBERS:
+            raise ValueError(
+                f"task.input_dim={self.input_dim}, hidden_dim={self.hidden_dim}, output_dim={self.output_dim}"
+                f" and num_modules={self.num_modules} make a teacher of {numbers:,} numbers,"
+                f" more than {MAX_TEACHER_NUMBERS:,}"
+            )
+        return self
 
     @field_validator("encoding")
     @classmethod
