@@ -43,6 +43,7 @@ def _run(capsys, *argv):
         (["run", "--backend", "ray", "--address", "127.0.0.1:1"], ["127.0.0.1:1", "no Ray cluster"]),
         (["run", "--backend", "ray", "--address", "nonsense"], ["nonsense", "host:port"]),
         (["run", "--backend", "ray", "--address", "host:notaport"], ["host:notaport", "host:port"]),
+        (["run", "--backend", "ray", "--address", "auto"], ["--address auto", "no Ray cluster"]),
         (["run", "--set", "seed=1", "--set", "seed=2"], ["seed", "given twice", "seed=[a,b]"]),
         (["run", "--out", ""], ["--out", "is empty"]),  # it would be the working folder
         (["export", "--out", "", "x"], ["--out", "is empty"]),

@@ -20,6 +20,7 @@ from bindbench.core.worker import WorkerDied, run_unit
 def _check_reachable(address: str) -> None:
     """Fails fast with one line when nothing answers at host:port (Ray itself would hang)."""
     if address == "auto":
+        _check_auto()
         return
     parsed = urlparse(address if "://" in address else f"ray://{address}")
     try:
@@ -34,6 +35,19 @@ def _check_reachable(address: str) -> None:
         raise SpecError(
             f"--address {address}: no Ray cluster answers there ({err.strerror or err})"
         ) from None
+
+
+def _check_auto() -> None:
+    """`--address auto` needs a running cluster here; Ray's own lookup says whether one is."""
+    try:
+        from ray._private.services import canonicalize_bootstrap_address_or_die
+    except ImportError:  # a Ray without this helper: ray.init gives its own error later
+        return
+    try:
+        canonicalize_bootstrap_address_or_die("auto")
+    except ConnectionError:
+        message = "--address auto: no Ray cluster is running here (`ray start --head` starts one)"
+        raise SpecError(message) from None
 
 
 def check_backend(address: str | None) -> None:
