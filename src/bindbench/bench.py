@@ -65,6 +65,16 @@ def _plain_step(
     return step
 
 
+def _student_step(width: int, depth: int, precision: str = "fp32"):
+    """(teacher, generator, model, step): a seeded hyperteacher student and its training step."""
+    teacher = HyperTeacher()
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    model = MLP(teacher.encoding_dim + teacher.input_dim, teacher.output_dim, width, depth)
+    step = _plain_step(model, make_optimizer(model, 3e-4, 3e-3), teacher, generator, precision=precision)
+    return teacher, generator, model, step
+
+
 PEAK_SIZES = (1024, 2048, 4096)  # one size is not the peak: 2048^3 reached half of 4096^3 here
 
 
@@ -143,12 +153,8 @@ def bench_mlp(
 ) -> dict:
     """(b) achieved GFLOP/s of a training step, and (c) data generation's share of it;
     `precision="bf16"`: the forward and loss under bfloat16 autocast (train.precision)."""
-    teacher = HyperTeacher()
-    generator = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
-    model = MLP(teacher.encoding_dim + teacher.input_dim, teacher.output_dim, width, depth)
-    optimizer = make_optimizer(model, 3e-4, 3e-3)
-    step_seconds = _seconds(_plain_step(model, optimizer, teacher, generator, precision=precision), steps)
+    teacher, generator, model, step = _student_step(width, depth, precision)
+    step_seconds = _seconds(step, steps)
     data_seconds = _seconds(lambda: _batch(teacher, generator), 20)
     gflops = _training_flops(model, BATCH_TASKS * teacher.num_samples) / step_seconds / 1e9
     result = {
@@ -170,11 +176,7 @@ def bench_memory(width: int = 256, depth: int = 4, steps: int = 10, rounds: int 
     """The training step with freed memory kept for reuse (what runs do,
     `core.device.keep_freed_memory`) against malloc's default thresholds, in alternating
     rounds of `steps` steps in one process: medians of steps/s and page faults per step."""
-    teacher = HyperTeacher()
-    generator = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
-    model = MLP(teacher.encoding_dim + teacher.input_dim, teacher.output_dim, width, depth)
-    step = _plain_step(model, make_optimizer(model, 3e-4, 3e-3), teacher, generator)
+    step = _student_step(width, depth)[-1]
     speed: dict[bool, list[float]] = {True: [], False: []}
     faults: dict[bool, list[float]] = {True: [], False: []}
     try:

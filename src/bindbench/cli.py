@@ -147,13 +147,13 @@ def run_command(
             on_eval=on_eval,
         )
     except KeyboardInterrupt:  # caught here: Typer would turn it into a silent exit 130
-        if "task" in state:
-            progress.stop()
-        print(INTERRUPTED, file=sys.stderr)
-        return 130
+        folder = None
     finally:
         if "task" in state:
             progress.stop()
+    if folder is None:
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
     console.print(f"report: {folder / 'report.html'}")
     return _exit_code(folder)
 
@@ -163,12 +163,12 @@ def _exit_code(folder: Path) -> int:
     from bindbench.core.store import Store
 
     with Store(folder, create=False) as store:
-        statuses = [run["status"] for run in store.runs()]
-    bad = {status: statuses.count(status) for status in ("failed", "diverged") if status in statuses}
+        counts = store.counts()
+    bad = {status: counts[status] for status in ("failed", "diverged") if status in counts}
     if not bad:
         return 0
-    counts = ", ".join(f"{n} {status}" for status, n in bad.items())
-    shown = f"{counts} of {len(statuses)} runs in {folder} (the report shows which)"
+    said = ", ".join(f"{n} {status}" for status, n in bad.items())
+    shown = f"{said} of {sum(counts.values())} runs in {folder} (the report shows which)"
     print(f"bindbench: {shown}", file=sys.stderr)
     return 1
 

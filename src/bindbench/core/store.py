@@ -158,6 +158,11 @@ class Store:
         row = self._db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
         return row["status"] if row else None
 
+    def counts(self) -> dict[str, int]:
+        """How many runs have each status ({status: n}, statuses with no run left out)."""
+        rows = self._db.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall()
+        return {status: n for status, n in rows}
+
     def add(self, run_id: str, experiment: str, spec: str, position: int) -> None:
         """Records a planned run (keeping it as it is if the store already has it)."""
         with self._transaction() as db:
