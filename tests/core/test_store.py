@@ -11,8 +11,9 @@ from bindbench.core.store import Store, open_store, strict_dumps
 def test_the_store_uses_wal_and_keeps_spec_status_metrics_curve(tmp_path):
     with Store(tmp_path) as store:
         store.add("r1", "composition", '{"seed": 0}', 0)
+        assert store.status("r1") == "pending"
+        assert store.claim(["r1"], "me", "cpu", {"torch": "x"}) == ["r1"]
         assert store.status("r1") == "running"
-        store.start("r1", "cpu", {"torch": "x"})
         store.finish(
             "r1",
             "done",
@@ -43,7 +44,7 @@ def test_a_failed_write_leaves_nothing_half_written(tmp_path):
         store.add("r1", "e", "{}", 0)
         with pytest.raises(TypeError):  # a curve point that is not JSON fails mid-transaction
             store.finish("r1", "done", metrics={"a": 1.0}, curve=[{"step": 1}, {"step": 2, "x": object()}])
-        assert store.status("r1") == "running" and store.curve("r1") == []
+        assert store.status("r1") == "pending" and store.curve("r1") == []
 
 
 def test_missing_or_corrupt_stores_are_one_line_errors(tmp_path):
@@ -112,7 +113,7 @@ def test_non_finite_numbers_are_stored_as_null_and_read_back_as_nan(tmp_path):
     """A diverged run's NaN and infinities must not make the store or report.json invalid JSON."""
     with Store(tmp_path) as store:
         store.add("r1", "toy", "{}", 0)
-        store.start("r1", "cpu", {})
+        store.claim(["r1"], "me", "cpu", {})
         curve = [{"step": 1, "train_loss": math.inf}, {"step": 2, "train_loss": math.nan}]
         store.finish(
             "r1",

@@ -1,16 +1,19 @@
-"""Running the jobs of a plan: in this process, or in a pool of worker processes.
+"""Running the jobs of a plan: in this process, in a pool of worker processes, or on Ray.
 
-Only this (the driving) process writes to the store. Workers get the experiment and its
-spec, run it, and hand back a plain dict; finished runs are skipped on a rerun, and runs
-left `running` by a killed process are run again.
+Only driving processes write to the store. A command leases the runs of each unit before it
+trains them (`Store.claim`), so commands sharing a folder never train a run twice: runs
+another command holds are waited for, and taken over if it gives them back or dies.
+Workers get the experiment and its spec, run it, and hand back a plain dict; finished runs
+are skipped on a rerun, and runs a killed command left unfinished are run again.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -36,6 +39,8 @@ class RunOptions:
     them as Ray tasks to the cluster at `address` (a local instance when None).
     Callbacks: `on_start(pending)` once, `on_finish(job, outcome)` after each run, and
     `on_eval(job, step, point)` at each evaluation of single runs executed in this process.
+    A run that another command sharing the folder finished is passed to `on_finish` with
+    `outcome["elsewhere"]` true.
     """
 
     device: str = "cpu"
@@ -62,6 +67,7 @@ class RunOptions:
 # step, 1.1x at 189 MFLOP, and slower than one by one at width 256); such runs train alone.
 # On a GPU, small models are bound by kernel launches, so they are always stacked.
 CPU_ENSEMBLE_MAX_FLOPS = 2e7
+POLL_S = 1.0  # how often a command waiting for another command's runs looks again
 
 
 def units_of(
@@ -81,80 +87,179 @@ def units_of(
 
 
 def execute(jobs: list[Job], store: Store, options: RunOptions = RunOptions()) -> list[Job]:
-    """Runs every job the store has not finished, as `options` say; returns the jobs that were run."""
+    """Runs every job the store has not finished, as `options` say; returns the jobs this
+    command ran (not those another command sharing the folder ran meanwhile)."""
     for job in jobs:
         store.add(job.run_id, job.experiment.name, spec_json(job.spec), job.position)
     pending = [job for job in jobs if store.status(job.run_id) not in FINISHED]
-    info = versions()
-    device, on_eval = options.device, options.on_eval
     if options.on_start is not None:
         options.on_start(pending)
-    units = units_of(pending, options.ensemble, device=resolve_device(device).type)
+    if not pending:  # everything finished before: no threads to choose (a 0.25 s measurement)
+        return []
+    device = options.device
+    with store.leases() as owner:
+        claims = _Claims(store, owner, pending, options, resolve_device(device).type)
 
-    def start(unit: list[Job]) -> list[dict]:
-        for job in unit:
-            store.start(job.run_id, device, info)
-        return [job.spec.model_dump(mode="json") for job in unit]
+        def finish(unit: list[Job], outcomes: list[dict]) -> None:
+            for job, outcome in zip(unit, outcomes):
+                store.finish(
+                    job.run_id,
+                    outcome["status"],
+                    metrics=outcome.get("metrics"),
+                    curve=outcome.get("curve", ()),
+                    extra=outcome.get("extra"),
+                    error=outcome.get("error"),
+                    seconds=outcome["seconds"],
+                    device=outcome["device"],
+                    owner=owner,
+                )
+                if options.on_finish is not None:
+                    options.on_finish(job, outcome)
 
-    def finish(unit: list[Job], outcomes: list[dict]) -> None:
-        for job, outcome in zip(unit, outcomes):
-            store.finish(
-                job.run_id,
-                outcome["status"],
-                metrics=outcome.get("metrics"),
-                curve=outcome.get("curve", ()),
-                extra=outcome.get("extra"),
-                error=outcome.get("error"),
-                seconds=outcome["seconds"],
-                device=outcome["device"],
-            )
-            if options.on_finish is not None:
-                options.on_finish(job, outcome)
+        if options.backend == "ray":
+            from bindbench.core.ray_backend import RayRunner
 
-    if options.backend == "ray":
-        from bindbench.core.ray_backend import run_on_ray
+            runner = RayRunner(device, options.address, options.threads or 1)
+        else:
+            workers = max(1, min(options.workers, len(claims.todo)))
+            threads = options.threads or threads_per_worker(workers)
+            inline = workers == 1
+            runner = _Inline(device, threads, options.on_eval) if inline else _Pool(workers, device, threads)
+        _drive(claims, runner, finish)
+    return claims.ran
 
-        run_on_ray(units, device, options.address, start, finish, options.threads or 1)
-        return pending
 
-    if not units:  # everything finished before: no threads to choose (a 0.25 s measurement)
-        return pending
-    workers = max(1, min(options.workers, len(units)))
-    threads = options.threads or threads_per_worker(workers)
-    if workers == 1:
-        for unit in units:
-            specs = start(unit)
-            watch = None if on_eval is None or len(unit) > 1 else functools.partial(on_eval, unit[0])
-            finish(unit, run_unit(unit[0].experiment, specs, device, threads, watch))
-        return pending
+class _Claims:
+    """The units this command trains, each claimed when the command comes to it. Runs that
+    another command holds are waited for: reported when it finishes them, claimed when it
+    gives them back or dies."""
 
-    queue = list(units)
-    pool = ProcessPoolExecutor(
-        workers, mp_context=get_context("spawn"), initializer=die_with_parent, initargs=(os.getpid(),)
-    )
-    running: dict = {}
+    def __init__(self, store: Store, owner: str, jobs: list[Job], options: RunOptions, kind: str):
+        self.store, self.owner, self.options, self.kind = store, owner, options, kind
+        self.info = versions()
+        self.todo = units_of(jobs, options.ensemble, device=kind)
+        self.waiting: list[Job] = []
+        self.ran: list[Job] = []
 
-    def submit() -> None:
-        unit = queue.pop(0)
-        specs = start(unit)
-        running[pool.submit(run_unit, unit[0].experiment, specs, device, threads)] = unit
+    def next(self) -> list[Job] | None:
+        """The next unit, claimed; [] while every run left is another command's; None at the end."""
+        while self.todo:
+            unit = self.todo.pop(0)
+            mine = self._claim(unit, retry_failed=True)
+            self.waiting += _without(unit, mine)
+            if mine:
+                return mine
+        if not self.waiting:
+            return None
+        self._settle()
+        free = self._claim(self.waiting, retry_failed=False)
+        if free:
+            self.waiting = _without(self.waiting, free)
+            self.todo = units_of(free, self.options.ensemble, device=self.kind)
+            return self.next()
+        return [] if self.waiting else None
 
+    def _claim(self, jobs: list[Job], retry_failed: bool) -> list[Job]:
+        ids = [job.run_id for job in jobs]
+        ids = set(self.store.claim(ids, self.owner, self.options.device, self.info, retry_failed))
+        mine = [job for job in jobs if job.run_id in ids]
+        self.ran += mine
+        return mine
+
+    def _settle(self) -> None:
+        """Runs another command finished (or failed) are reported and no longer waited for."""
+        still = []
+        for job in self.waiting:
+            run = self.store.run(job.run_id)
+            if run["status"] in ("pending", "running"):
+                still.append(job)
+            elif self.options.on_finish is not None:
+                outcome = {key: run[key] for key in ("status", "metrics", "error", "device")}
+                self.options.on_finish(job, {**outcome, "seconds": run["seconds"] or 0.0, "elsewhere": True})
+        self.waiting = still
+
+
+def _without(jobs: list[Job], taken: list[Job]) -> list[Job]:
+    ids = {job.run_id for job in taken}
+    return [job for job in jobs if job.run_id not in ids]
+
+
+def _drive(claims: _Claims, runner, finish: Callable[[list[Job], list[dict]], None]) -> None:
+    """Keeps `runner.slots` units in flight until every run is finished here or elsewhere.
+
+    `runner`: `submit(unit, specs) -> Future`, `outcomes(future, unit)` (None: its worker
+    died, go on; raises WorkerDied: stop), `close(aborted)`."""
+    running: dict[Future, list[Job]] = {}
+    died: list[str] = []
+    aborted = True
     try:
-        while queue and len(running) < workers:
-            submit()
-        while running:
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
+        while True:
+            unit: list[Job] | None = []
+            while len(running) < runner.slots and (unit := claims.next()):
+                running[runner.submit(unit, [job.spec.model_dump(mode="json") for job in unit])] = unit
+            if not running:
+                if unit is None:
+                    break
+                time.sleep(POLL_S)  # every run left is another command's, in flight
+                continue
+            done, _ = wait(running, timeout=POLL_S if claims.waiting else None, return_when=FIRST_COMPLETED)
             for future in done:
                 unit = running.pop(future)
-                try:
-                    outcomes = future.result()
-                except BrokenProcessPool:
-                    raise WorkerDied([unit[0].run_id]) from None
-                finish(unit, outcomes)
-                if queue:
-                    submit()
+                outcomes = runner.outcomes(future, unit)
+                if outcomes is None:
+                    died += [job.run_id for job in unit]
+                else:
+                    finish(unit, outcomes)
+        aborted = False
     finally:
-        # On an interrupt or a dead worker, do not wait for the other runs: they stay
-        # `running` in the store and are run again next time.
-        pool.shutdown(wait=not running, cancel_futures=True)
-    return pending
+        # On an interrupt or a dead worker the runs in flight are not waited for: their
+        # workers are stopped, and the leases given back (`pending`, run again next time).
+        runner.close(aborted)
+    if died:
+        raise WorkerDied(died)
+
+
+class _Inline:
+    """Runs each unit in this process, one at a time (the steps of single runs watched)."""
+
+    slots = 1
+
+    def __init__(self, device: str, threads: int, on_eval: Callable | None):
+        self.device, self.threads, self.on_eval = device, threads, on_eval
+
+    def submit(self, unit: list[Job], specs: list[dict]) -> Future:
+        watch = None if self.on_eval is None or len(unit) > 1 else functools.partial(self.on_eval, unit[0])
+        future: Future = Future()
+        future.set_result(run_unit(unit[0].experiment, specs, self.device, self.threads, watch))
+        return future
+
+    def outcomes(self, future: Future, unit: list[Job]) -> list[dict]:
+        return future.result()
+
+    def close(self, aborted: bool) -> None:
+        pass
+
+
+class _Pool:
+    """Runs units in `slots` spawned worker processes, which die with this one."""
+
+    def __init__(self, workers: int, device: str, threads: int):
+        self.slots, self.device, self.threads = workers, device, threads
+        self.pool = ProcessPoolExecutor(
+            workers, mp_context=get_context("spawn"), initializer=die_with_parent, initargs=(os.getpid(),)
+        )
+
+    def submit(self, unit: list[Job], specs: list[dict]) -> Future:
+        return self.pool.submit(run_unit, unit[0].experiment, specs, self.device, self.threads)
+
+    def outcomes(self, future: Future, unit: list[Job]) -> list[dict]:
+        try:
+            return future.result()
+        except BrokenProcessPool:
+            raise WorkerDied([unit[0].run_id]) from None
+
+    def close(self, aborted: bool) -> None:
+        if aborted:  # stop the workers now, not after the runs in flight (a pool would wait)
+            for process in list((getattr(self.pool, "_processes", None) or {}).values()):
+                process.terminate()
+        self.pool.shutdown(wait=True, cancel_futures=True)

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable
+import subprocess
+import sys
 from urllib.parse import urlparse
 
 from bindbench.core.config import SpecError
-from bindbench.core.worker import WorkerDied, run_unit
+from bindbench.core.worker import run_unit
+
+HANDSHAKE_S = 5.0  # how long a cluster has to answer each step of the handshake
 
 
 def _check_reachable(address: str) -> None:
-    """Fails fast with one line when nothing answers at host:port (Ray itself would hang)."""
+    """Fails fast with one line unless a Ray cluster answers at the address: a port where
+    nothing listens, or something other than Ray, would make `ray.init` hang or fail late."""
     if address == "auto":
         _check_auto()
         return
@@ -30,11 +34,57 @@ def _check_reachable(address: str) -> None:
     if not parsed.hostname or not port:
         raise SpecError(f"--address {address!r}: expected host:port, ray://host:port or auto")
     try:
-        socket.create_connection((parsed.hostname, port), timeout=3).close()
+        speaks = _speaks_http2(parsed.hostname, port)
     except OSError as err:
         raise SpecError(
             f"--address {address}: no Ray cluster answers there ({err.strerror or err})"
         ) from None
+    if not speaks:
+        message = "something listens there, but it is not Ray (no gRPC handshake)"
+        raise SpecError(f"--address {address}: {message}")
+    if "://" not in address:
+        _check_gcs(address)
+
+
+def _speaks_http2(host: str, port: int) -> bool:
+    """Whether the server at host:port answers an HTTP/2 connection preface with a SETTINGS
+    frame, as every gRPC server does (Ray's GCS and its client server are gRPC servers)."""
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # + empty SETTINGS
+    with socket.create_connection((host, port), timeout=HANDSHAKE_S) as conn:
+        try:
+            conn.sendall(preface)
+            head = b""
+            while len(head) < 9 and (chunk := conn.recv(9 - len(head))):
+                head += chunk
+        except (TimeoutError, ConnectionError):
+            return False
+    return len(head) == 9 and head[3] == 4 and head[5:9] == bytes(4)  # a SETTINGS frame on stream 0
+
+
+def _check_gcs(address: str) -> None:
+    """Asks the GCS at `address` for its nodes, in a child process that is killed after a
+    few seconds (Ray's client retries for minutes in C++, past any Python timeout)."""
+    probe = (
+        "import sys\nfrom ray._raylet import GcsClient\nfrom ray.exceptions import AuthenticationError\n"
+        f"try: nodes = GcsClient(address=sys.argv[1]).get_all_node_info(timeout={HANDSHAKE_S})\n"
+        "except AuthenticationError: sys.exit('token')\n"
+        "print(sum(1 for node in nodes.values() if node.state == 0))\n"
+    )
+    try:
+        answer = subprocess.run(
+            [sys.executable, "-c", probe, address], capture_output=True, text=True, timeout=4 * HANDSHAKE_S
+        )
+    except subprocess.TimeoutExpired:
+        answer = None
+    if answer is not None and answer.stderr.strip().endswith("token"):
+        raise SpecError(
+            f"--address {address}: the Ray cluster there wants its token: set RAY_AUTH_MODE=token "
+            "(and RAY_AUTH_TOKEN, or the token in ~/.ray/auth_token)"
+        )
+    if answer is None or answer.returncode != 0:
+        raise SpecError(f"--address {address}: a gRPC server answers there, but not a Ray cluster's GCS")
+    if answer.stdout.strip() == "0":
+        raise SpecError(f"--address {address}: the Ray cluster there has no node alive")
 
 
 def _check_auto() -> None:
@@ -73,35 +123,39 @@ def connect(address: str | None) -> None:
         raise SpecError(f"--address {address}: {str(err).splitlines()[0]}") from None
 
 
-def run_on_ray(
-    units: list[list],
-    device: str,
-    address: str | None,
-    start: Callable[[list], list[dict]],
-    finish: Callable[[list, list[dict]], None],
-    threads: int = 1,
-) -> None:
-    """Submits every unit as a Ray task of `threads` CPUs (and threads) and stores results as
-    they arrive."""
-    import ray
+class RayRunner:
+    """The executor's runner on Ray: each unit a Ray task of `threads` CPUs (and threads), as
+    many in flight as the cluster has room for. A task whose worker or node died is not
+    retried: its runs stay unfinished, to be run again by a later command."""
 
-    connect(address)
-    try:
+    def __init__(self, device: str, address: str | None, threads: int = 1):
+        import ray
+
+        connect(address)
+        self.ray, self.device, self.threads = ray, device, threads
         gpus = 1 if device.startswith("cuda") else 0
-        task = ray.remote(num_cpus=threads, num_gpus=gpus, max_retries=0)(run_unit)
-        pending = {task.remote(unit[0].experiment, start(unit), device, threads): unit for unit in units}
-        died = []
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            for ref in done:
-                unit = pending.pop(ref)
-                try:
-                    outcomes = ray.get(ref)
-                except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError):
-                    died += [job.run_id for job in unit]
-                    continue
-                finish(unit, outcomes)
-        if died:
-            raise WorkerDied(died)
-    finally:
-        ray.shutdown()
+        self.task = ray.remote(num_cpus=threads, num_gpus=gpus, max_retries=0)(run_unit)
+        room = ray.cluster_resources()
+        self.slots = max(1, int(room.get("GPU", 0)) if gpus else int(room.get("CPU", 1) // threads))
+        self.refs: dict = {}
+
+    def submit(self, unit: list, specs: list[dict]):
+        ref = self.task.remote(unit[0].experiment, specs, self.device, self.threads)
+        future = ref.future()
+        self.refs[future] = ref
+        return future
+
+    def outcomes(self, future, unit: list) -> list[dict] | None:
+        self.refs.pop(future, None)
+        try:
+            return future.result()
+        except (self.ray.exceptions.WorkerCrashedError, self.ray.exceptions.NodeDiedError):
+            return None
+
+    def close(self, aborted: bool) -> None:
+        try:
+            if aborted:  # the tasks in flight are stopped, not left to run on the cluster
+                for ref in self.refs.values():
+                    self.ray.cancel(ref, force=True)
+        finally:
+            self.ray.shutdown()

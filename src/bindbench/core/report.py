@@ -12,6 +12,7 @@ import io
 import json
 import math
 import time
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from matplotlib.lines import Line2D
 
 from bindbench.core.claims import judge
 from bindbench.core.config import get_path, varying
-from bindbench.core.files import write_atomic
+from bindbench.core.files import publish
 from bindbench.core.registry import EXPERIMENTS
 from bindbench.core.store import open_store, strict_dumps
 
@@ -392,7 +393,8 @@ def build_report(folder: str | Path, figures: str | Path | None = None) -> tuple
         table = experiment_table(name, mine, swept)
         plots = experiment_plots(name, mine, swept, table["metrics"])
         experiment = EXPERIMENTS.get(name)
-        counts = {s: sum(r["status"] == s for r in mine) for s in ("done", "diverged", "failed", "running")}
+        shown = ("done", "diverged", "failed", "running", "pending")
+        counts = {s: sum(r["status"] == s for r in mine) for s in shown}
         claims = [judge(claim, mine) for claim in (experiment.claims if experiment else ())]
         report["claims"] += [{"experiment": name, **claim} for claim in claims]
         entry = {
@@ -418,12 +420,11 @@ def build_report(folder: str | Path, figures: str | Path | None = None) -> tuple
         for entry, pngs in sections:
             for n, (_, png) in enumerate(pngs, 1):
                 (Path(figures) / f"{entry['name']}-{n}.png").write_bytes(base64.b64decode(png))
-    json_path, html_path = folder / "report.json", folder / "report.html"
-    text = strict_dumps(report, indent=1, default=str)
-    write_atomic(json_path, lambda tmp: tmp.write_text(text))
-    page = render_html(report, sections)
-    write_atomic(html_path, lambda tmp: tmp.write_text(page))
-    return html_path, json_path
+    # the two files are one build (core.files.publish): never an HTML of one and JSON of another
+    report["build"] = build = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    text, page = strict_dumps(report, indent=1, default=str), render_html(report, sections)
+    paths = publish(folder, {"report.json": text, "report.html": page}, build)
+    return paths["report.html"], paths["report.json"]
 
 
 def _markdown_table(columns: list, rows: list) -> list[str]:
@@ -532,6 +533,7 @@ def render_html(report: dict, sections: list[tuple[dict, list[tuple[str, str]]]]
     meta = report["meta"]
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<meta name='bindbench-build' content='{esc(report.get('build', ''))}'>",
         f"<title>{esc(report['title'])}</title><style>{_CSS}</style></head><body>",
         f"<h1>{esc(report['title'])}</h1>",
         "<p>" + "<br>".join(f"Command: <code>{esc(c)}</code>" for c in commands_of(meta)) + "<br>",
