@@ -20,7 +20,9 @@ import time
 import pytest
 
 from bindbench.cli import INTERRUPTED, main
+from bindbench.core import reaper
 from bindbench.core.files import publish
+from bindbench.core.reaper import descendants
 from bindbench.core.store import Store
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc, sends signals")
@@ -101,6 +103,37 @@ def test_a_killed_driver_leaves_no_process_and_a_stopped_one_no_row_running(tmp_
     line = INTERRUPTED if how == signal.SIGINT else INTERRUPTED.replace("interrupted", "stopped by SIGTERM")
     assert err.strip().splitlines()[-1] == line
     assert _statuses(out) == {"pending": 3}
+
+
+def test_a_killed_ray_driver_leaves_no_process_of_its_local_instance(tmp_path, tiny):
+    """kill -9 of a driver running on its own local Ray instance: Ray's daemons, its agents
+    (which Ray alone leaves running) and its workers are all gone 5 s later (core.reaper)."""
+    pytest.importorskip("ray")
+    out = tmp_path / "r"
+    args = _argv(out, _sets(tiny, *LONG, "seed=[0,1]"), "--backend", "ray")
+    driver = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, started = time.time() + 120, {}
+    while time.time() < deadline and driver.poll() is None:
+        started = descendants(driver.pid, reaper._processes())
+        if sum(_name(p) == "ray::run_unit" for p in started) == 2:
+            break
+        time.sleep(0.5)
+    names = sorted(_name(p) for p in started)
+    assert "ray::DashboardAgent" in names and names.count("ray::run_unit") == 2, names
+    driver.kill()
+    driver.wait()
+    time.sleep(5)
+    left = [p for p in started if _alive(p)]
+    for p in left:
+        os.kill(p, signal.SIGKILL)
+    assert left == [], [_name(p) for p in left]
+
+
+def _name(pid: int) -> str:
+    try:
+        return open(f"/proc/{pid}/cmdline").read().split("\0")[0]
+    except OSError:
+        return ""
 
 
 def test_a_dead_drivers_lease_is_taken_over_at_once_and_a_live_one_never(tmp_path, tiny):

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from urllib.parse import urlparse
 
+from bindbench.core import reaper
 from bindbench.core.config import SpecError
 from bindbench.core.worker import run_unit
 
@@ -132,6 +133,8 @@ class RayRunner:
         import ray
 
         connect(address)
+        # a local instance's agents would outlive a kill -9 of this process (core.reaper)
+        self.reaper = reaper.start(os.getpid()) if address is None else None
         self.ray, self.device, self.threads = ray, device, threads
         gpus = 1 if device.startswith("cuda") else 0
         self.task = ray.remote(num_cpus=threads, num_gpus=gpus, max_retries=0)(run_unit)
@@ -159,3 +162,6 @@ class RayRunner:
                     self.ray.cancel(ref, force=True)
         finally:
             self.ray.shutdown()
+            if self.reaper is not None:
+                self.reaper.terminate()
+                self.reaper.wait()
