@@ -5,15 +5,18 @@ Every driver here is a real `bindbench run` process; each test is bounded (a few
 tiny training) and kills what it started.
 """
 
+import ast
 import json
 import os
 import re
 import resource
+import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -359,3 +362,97 @@ def test_an_address_where_something_else_listens_is_one_line_in_seconds(tmp_path
     ]
     assert time.time() - start < 15 and not out.exists()
     listener.close()
+
+
+def _ray_start(env: dict, *args: str) -> subprocess.Popen:
+    """One Ray node (its own raylet), in its own session so that it can be removed whole."""
+    command = [sys.executable, "-m", "ray.scripts.scripts", "start", "--block", "--num-cpus", "1"]
+    command += ["--node-ip-address", "127.0.0.1", "--disable-usage-stats", *args]
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+
+
+def _remove(node: subprocess.Popen) -> None:
+    """kill -9 of every process of a node's session: the machine is gone."""
+    for pid in list(reaper._processes()):
+        try:
+            if os.getsid(pid) == node.pid:
+                os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    node.wait()
+
+
+ON_THE_CLUSTER = """
+import sys, time, ray, bindbench
+from bindbench.core.ray_backend import runtime_env
+ray.init(address=sys.argv[1], runtime_env=runtime_env(), log_to_driver=False)
+while len([n for n in ray.nodes() if n["Alive"]]) < 2: time.sleep(0.5)
+@ray.remote(num_cpus=1)
+def where():
+    import bindbench; time.sleep(1); return ray.get_runtime_context().get_node_id(), bindbench.__file__
+print(sorted(set(ray.get([where.remote() for _ in range(4)]))))
+"""
+
+
+def test_a_sweep_on_a_two_node_cluster_ships_bindbench_and_survives_losing_a_node(tmp_path, tiny):
+    """A local cluster of two raylets (`ray start --head`, `ray start --address`) with token
+    authentication: without the token the command is one line, exit 2; with it, the workers
+    import the BindBench that Ray shipped (not the one installed), and removing the second
+    node mid-sweep is exit 1 and one line, nothing `running`, and the rerun finishes."""
+    pytest.importorskip("ray")
+    with socket.create_server(("127.0.0.1", 0)) as free:
+        address = f"127.0.0.1:{free.getsockname()[1]}"
+    token = "0" * 63 + "7"
+    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # Ray's files (and socket paths: short)
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "OMP_NUM_THREADS": "1"}
+    env["TMPDIR"] = temp  # its address file too: `--address auto` elsewhere never finds this cluster
+    head = _ray_start(env, "--head", "--port", address.split(":")[1], "--include-dashboard", "false")
+    second = None
+    try:
+        time.sleep(3)
+        second = _ray_start(env, "--address", address)
+        out = tmp_path / "r"
+        args = _argv(out, _sets(tiny, "train.steps=4000", "train.eval_every=4000", "seed=[0,1,2,3,4,5]"))
+        args += ["--backend", "ray", "--address", address]
+        tokenless = {k: v for k, v in env.items() if not k.startswith("RAY_AUTH")} | {"HOME": str(tmp_path)}
+        proc = subprocess.run(args, env=tokenless, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and "wants its token: set RAY_AUTH_MODE=token" in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()
+
+        shipped = subprocess.run(
+            [sys.executable, "-c", ON_THE_CLUSTER, address],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert shipped.returncode == 0, shipped.stderr[-2000:]
+        placed = ast.literal_eval(shipped.stdout.strip().splitlines()[-1])
+        installed = os.path.dirname(os.path.dirname(os.path.abspath(__import__("bindbench").__file__)))
+        assert len({node for node, _ in placed}) == 2, placed  # both nodes ran tasks
+        assert all("runtime_resources" in path and not path.startswith(installed) for _, path in placed)
+
+        driver = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while time.time() < deadline and driver.poll() is None:
+            time.sleep(0.5)
+            if (out / "runs.db").exists() and _statuses(out).get("running", 0) == 2:
+                break
+        time.sleep(1)
+        _remove(second)
+        _, err = driver.communicate(timeout=180)
+        assert driver.returncode == 1 and err.strip().splitlines()[-1].startswith(
+            "bindbench: error: a worker died"
+        )
+        statuses = _statuses(out)
+        assert "running" not in statuses and 0 < statuses.get("pending", 0) < 6, statuses
+        rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+        assert rerun.returncode == 0, rerun.stderr[-2000:]
+        assert _statuses(out) == {"done": 6}
+    finally:
+        for node in (second, head):
+            if node is not None and node.poll() is None:
+                _remove(node)
+        shutil.rmtree(temp, ignore_errors=True)

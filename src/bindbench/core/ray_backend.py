@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 from urllib.parse import urlparse
 
 from bindbench.core import reaper
@@ -21,12 +22,14 @@ from bindbench.core.worker import run_unit
 HANDSHAKE_S = 5.0  # how long a cluster has to answer each step of the handshake
 
 
-def _check_reachable(address: str) -> None:
+def _check_reachable(address: str, label: str = "") -> None:
     """Fails fast with one line unless a Ray cluster answers at the address: a port where
     nothing listens, or something other than Ray, would make `ray.init` hang or fail late."""
     if address == "auto":
-        _check_auto()
+        found = _find_auto()
+        _check_reachable(found, f"--address auto (the cluster last started here, {found})")
         return
+    label = label or f"--address {address}"
     parsed = urlparse(address if "://" in address else f"ray://{address}")
     try:
         port = parsed.port  # raises on a port that is not a number
@@ -37,14 +40,11 @@ def _check_reachable(address: str) -> None:
     try:
         speaks = _speaks_http2(parsed.hostname, port)
     except OSError as err:
-        raise SpecError(
-            f"--address {address}: no Ray cluster answers there ({err.strerror or err})"
-        ) from None
+        raise SpecError(f"{label}: no Ray cluster answers there ({err.strerror or err})") from None
     if not speaks:
-        message = "something listens there, but it is not Ray (no gRPC handshake)"
-        raise SpecError(f"--address {address}: {message}")
+        raise SpecError(f"{label}: something listens there, but it is not Ray (no gRPC handshake)")
     if "://" not in address:
-        _check_gcs(address)
+        _check_gcs(address, label)
 
 
 def _speaks_http2(host: str, port: int) -> bool:
@@ -62,7 +62,7 @@ def _speaks_http2(host: str, port: int) -> bool:
     return len(head) == 9 and head[3] == 4 and head[5:9] == bytes(4)  # a SETTINGS frame on stream 0
 
 
-def _check_gcs(address: str) -> None:
+def _check_gcs(address: str, label: str) -> None:
     """Asks the GCS at `address` for its nodes, in a child process that is killed after a
     few seconds (Ray's client retries for minutes in C++, past any Python timeout)."""
     probe = (
@@ -79,23 +79,22 @@ def _check_gcs(address: str) -> None:
         answer = None
     if answer is not None and answer.stderr.strip().endswith("token"):
         raise SpecError(
-            f"--address {address}: the Ray cluster there wants its token: set RAY_AUTH_MODE=token "
+            f"{label}: the Ray cluster there wants its token: set RAY_AUTH_MODE=token "
             "(and RAY_AUTH_TOKEN, or the token in ~/.ray/auth_token)"
         )
     if answer is None or answer.returncode != 0:
-        raise SpecError(f"--address {address}: a gRPC server answers there, but not a Ray cluster's GCS")
+        raise SpecError(f"{label}: a gRPC server answers there, but not a Ray cluster's GCS")
     if answer.stdout.strip() == "0":
-        raise SpecError(f"--address {address}: the Ray cluster there has no node alive")
+        raise SpecError(f"{label}: the Ray cluster there has no node alive")
 
 
-def _check_auto() -> None:
-    """`--address auto` needs a running cluster here; Ray's own lookup says whether one is."""
+def _find_auto() -> str:
+    """The address `--address auto` means: the cluster last started on this machine, by
+    Ray's own lookup (its address file may name a cluster that has stopped since)."""
+    from ray._private.services import canonicalize_bootstrap_address_or_die
+
     try:
-        from ray._private.services import canonicalize_bootstrap_address_or_die
-    except ImportError:  # a Ray without this helper: ray.init gives its own error later
-        return
-    try:
-        canonicalize_bootstrap_address_or_die("auto")
+        return canonicalize_bootstrap_address_or_die("auto")
     except ConnectionError:
         message = "--address auto: no Ray cluster is running here (`ray start --head` starts one)"
         raise SpecError(message) from None
@@ -111,15 +110,23 @@ def check_backend(address: str | None) -> None:
         _check_reachable(address)
 
 
+def runtime_env() -> dict:
+    """What a cluster's workers get: this BindBench, shipped by Ray as a Python module (so the
+    code that trains is the code that planned). Its dependencies (torch, numpy, ...) must
+    be installed on every node, in the versions this machine has."""
+    package = Path(__file__).resolve().parents[1]
+    return {"py_modules": [str(package)], "excludes": ["__pycache__", "*.pyc"]}
+
+
 def connect(address: str | None) -> None:
     import ray
 
     kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
     try:
-        if address is None:
+        if address is None:  # a local instance runs this very package: nothing to ship
             ray.init(num_cpus=os.cpu_count(), **kwargs)
         else:
-            ray.init(address=address, **kwargs)
+            ray.init(address=address, runtime_env=runtime_env(), **kwargs)
     except ConnectionError as err:
         raise SpecError(f"--address {address}: {str(err).splitlines()[0]}") from None
 
