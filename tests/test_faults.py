@@ -80,7 +80,7 @@ def _training(driver: subprocess.Popen, workers: int) -> list[int]:
     return found
 
 
-@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
 def test_a_killed_driver_leaves_no_process_and_a_stopped_one_no_row_running(tmp_path, tiny, how):
     """kill -9, SIGTERM or SIGINT (Ctrl-C) of a driver with --workers 2: no process of the run
     is alive 5 s later. SIGTERM and SIGINT also stop the workers at once (not after their runs),
@@ -456,3 +456,16 @@ def test_a_sweep_on_a_two_node_cluster_ships_bindbench_and_survives_losing_a_nod
             if node is not None and node.poll() is None:
                 _remove(node)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_every_test_the_readme_guarantees_name_exists():
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    section = readme.split("## Guarantees", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`(?:tests/[\w/]+\.py::)?(test_\w+)", section))
+    here = "".join(
+        open(os.path.join(root, name)).read()
+        for root, _, files in os.walk(os.path.dirname(__file__))
+        for name in files
+        if name.endswith(".py")
+    )
+    assert len(named) >= 10 and [n for n in named if f"def {n}(" not in here] == []
