@@ -136,6 +136,86 @@ def test_probe_scores_ood_with_the_probe_fitted_in_distribution():
     assert scores["0"]["test"] > 0.99 and scores["0"]["ood"] > 0.99
 
 
+def test_probe_runs_in_eval_mode_leaves_buffers_and_modes_alone_and_repeats_itself():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(4, 32), torch.nn.BatchNorm1d(32), torch.nn.Dropout(0.5), torch.nn.Linear(32, 2)
+    )
+    model.train()
+    model[2].eval()  # a mixed state, restored module by module
+    x = torch.randn(400, 4)
+    z = x[:, :2] + 0.1 * torch.randn(400, 2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    first = probe(model, x, z, layers=["2"])["2"]["test"]
+    second = probe(model, x, z, layers=["2"])["2"]["test"]
+    assert first == second
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # running stats kept
+    assert [m.training for m in model] == [True, True, False, True]
+
+
+class TwoInputs(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(3, 8), torch.nn.Linear(2, 8)
+        self.out = torch.nn.Linear(8, 1)
+
+    def forward(self, left, right):
+        return self.out(torch.tanh(self.a(left) + self.b(right)))
+
+
+def test_probe_takes_several_inputs_as_a_tuple_or_a_dict_and_probes_them_side_by_side():
+    torch.manual_seed(0)
+    model = TwoInputs()
+    left, right = torch.randn(300, 3), torch.randn(300, 2)
+    target = torch.stack([left[:, 0], right[:, 1]], 1)  # one column from each input
+    as_tuple = probe(model, (left, right), target, layers=["a", "b"])
+    as_dict = probe(model, {"left": left, "right": right}, target, layers=["a", "b"])
+    assert as_tuple == as_dict
+    assert as_tuple["input"]["test"] > 0.99  # needs both inputs: they are probed together
+    assert 0.3 < as_tuple["a"]["test"] < 0.7  # "a" holds the left input's column only
+    with pytest.raises(ValueError, match="same number of samples"):
+        probe(model, (left, right[:10]), target)
+
+
+def test_probe_reads_an_lstm_layer_at_its_output_sequence_or_at_what_select_takes():
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(3, 16, batch_first=True)
+    x = torch.randn(300, 5, 3)
+    target = x[:, -1, :2]  # the last step's input: in the output at the last position
+    wrapper = LastStep(lstm)
+    scores = probe(wrapper, x, target, layers=["rnn"], include_input=False)["rnn"]["test"]
+    assert scores > 0.5  # an untrained LSTM, squashed by tanh, still carries its last input
+    last = probe(wrapper, x, target, layers=["rnn"], include_input=False, select=lambda n, out: out[1][0][0])
+    assert last["rnn"]["test"] == pytest.approx(scores, abs=1e-6)  # h_n: the output's last position
+    cell = probe(wrapper, x, target, layers=["rnn"], include_input=False, select=lambda n, out: out[1][1][0])
+    assert abs(cell["rnn"]["test"] - scores) > 1e-3  # the cell state is another reading
+    with pytest.raises(ValueError, match="gave a tuple, not a tensor"):
+        probe(wrapper, x, target, layers=["rnn"], select=lambda name, out: out[1])
+
+
+class LastStep(torch.nn.Module):
+    def __init__(self, rnn):
+        super().__init__()
+        self.rnn = rnn
+
+    def forward(self, x):
+        return self.rnn(x)[0][:, -1]
+
+
+def test_sorted_inputs_probe_as_shuffled_ones_and_a_given_split_is_used():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 32), torch.nn.Tanh())
+    x = torch.randn(1000, 2)
+    z = torch.sin(3 * x[:, :1])  # nonlinear: the score depends on which samples fit
+    order = torch.argsort(x[:, 0])
+    shuffled = probe(model, x, z, layers=["1"])["1"]["test"]
+    ordered = probe(model, x[order], z[order], layers=["1"])["1"]["test"]
+    assert abs(shuffled - ordered) < 0.05
+    halves = (torch.arange(500), torch.arange(500, 1000))  # the old first-half split on sorted inputs
+    extrapolated = probe(model, x[order], z[order], layers=["1"], split=halves)["1"]["test"]
+    assert extrapolated < shuffled - 0.2
+
+
 def synthetic_slots(batch: int, generator: torch.Generator):
     """Scenes of 3 objects in 4 slots, where slot perm[k] holds object k: its mask exactly and
     a code of its colour (of 5) and shape (of 4), plus noise; the fourth slot is empty."""

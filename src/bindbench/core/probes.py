@@ -9,20 +9,30 @@ Everything is solved in float64 in closed form or by L-BFGS, on the activations'
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
 
 from bindbench.core.segmentation import match_masks
 
+Inputs = torch.Tensor | tuple | list | dict  # one tensor, or several: model(*inputs) / model(**inputs)
+
 
 def capture(
-    model: nn.Module, inputs: torch.Tensor, layers: Iterable[str] | None = None
+    model: nn.Module,
+    inputs: Inputs,
+    layers: Iterable[str] | None = None,
+    select: Callable[[str, object], torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Runs `model(inputs)` once and returns {layer name: its output}, in forward order.
+    """Runs `model(inputs)` once in eval mode and returns {layer name: its output}, in forward
+    order; every module's train/eval mode is restored afterwards (dropout off, BatchNorm's
+    running statistics read, not updated).
 
-    `layers=None` takes every `nn.Linear` (for an MLP: the pre-activations and the output).
+    `inputs`: a tensor, a tuple or list of them (`model(*inputs)`) or a dict
+    (`model(**inputs)`). `layers=None` takes every `nn.Linear` (for an MLP: the
+    pre-activations and the output). A layer whose output is not a tensor (`nn.LSTM`
+    returns `(output, (h, c))`) gives its first tensor, or what `select(name, output)` returns.
     """
     named = dict(model.named_modules())
     if layers is None:
@@ -33,19 +43,58 @@ def capture(
         known = ", ".join(n for n in named if n)
         raise ValueError(f"no layer named {missing[0]!r} in {type(model).__name__}; it has {known}")
     captured: dict[str, torch.Tensor] = {}
+
+    def keep(name: str, out) -> None:
+        value = select(name, out) if select is not None else _first_tensor(out)
+        if not isinstance(value, torch.Tensor):
+            got = type(value).__name__
+            raise ValueError(
+                f"layer {name!r} gave a {got}, not a tensor: pass select=(name, output) -> tensor"
+            )
+        captured[name] = value.detach()
+
     hooks = [
-        named[name].register_forward_hook(
-            lambda m, i, out, name=name: captured.__setitem__(name, out.detach())
-        )
-        for name in layers
+        named[name].register_forward_hook(lambda m, i, out, name=name: keep(name, out)) for name in layers
     ]
+    modes = {module: module.training for module in model.modules()}
+    model.eval()
     try:
         with torch.no_grad():
-            model(inputs)
+            if isinstance(inputs, dict):
+                model(**inputs)
+            elif isinstance(inputs, (tuple, list)):
+                model(*inputs)
+            else:
+                model(inputs)
     finally:
         for hook in hooks:
             hook.remove()
+        for module, training in modes.items():
+            module.training = training
     return {name: captured[name] for name in layers if name in captured}
+
+
+def _first_tensor(out):
+    """The output itself if a tensor, else the first tensor in a tuple or list (depth first)."""
+    if isinstance(out, (tuple, list)):
+        for item in out:
+            found = _first_tensor(item)
+            if isinstance(found, torch.Tensor):
+                return found
+    return out
+
+
+def _tensors(inputs: Inputs) -> list[torch.Tensor]:
+    if isinstance(inputs, dict):
+        return list(inputs.values())
+    return list(inputs) if isinstance(inputs, (tuple, list)) else [inputs]
+
+
+def _length(inputs: Inputs, what: str) -> int:
+    sizes = {len(t) for t in _tensors(inputs)}
+    if len(sizes) != 1:
+        raise ValueError(f"{what}: every input tensor needs the same number of samples, got {sorted(sizes)}")
+    return sizes.pop()
 
 
 def features(activation: torch.Tensor, position: int | None = -1) -> torch.Tensor:
@@ -181,44 +230,77 @@ def logistic_probe(
 
 def probe(
     model: nn.Module,
-    inputs: torch.Tensor,
+    inputs: Inputs,
     targets: torch.Tensor,
     layers: Iterable[str] | None = None,
-    ood_inputs: torch.Tensor | None = None,
+    ood_inputs: Inputs | None = None,
     ood_targets: torch.Tensor | None = None,
     kind: str = "ridge",
     alpha: float = 1.0,
     position: int | None = -1,
     include_input: bool = True,
+    seed: int = 0,
+    split: tuple[torch.Tensor, torch.Tensor] | None = None,
+    select: Callable[[str, object], torch.Tensor] | None = None,
 ) -> dict[str, dict[str, float]]:
     """How linearly decodable `targets` are from each layer of `model`; {layer: {split: score}}.
 
-    The first half of `inputs` fits the probe and the second half scores it ("test"); with
-    `ood_inputs`, the same probe is also scored there ("ood"). Scores are R^2 averaged over
-    target columns (`kind="ridge"`, lambda = `alpha`) or accuracy (`kind="logistic"`,
-    integer `targets`). Sequence activations (n, s, d) are read at `position`; others are
-    flattened. With `include_input`, the raw inputs are probed too, as the layer "input".
+    The model runs once in eval mode (its modes restored after). A seeded random half of
+    the samples (`seed`) fits the probe and the other half scores it ("test"); `split=(fit
+    indices, test indices)` gives your own. With `ood_inputs`, the same probe is also scored
+    there ("ood"). Scores are R^2 averaged over target columns (`kind="ridge"`, lambda =
+    `alpha`) or accuracy (`kind="logistic"`, integer `targets`). Sequence activations
+    (n, s, d) are read at `position`; others are flattened. With `include_input`, the raw
+    inputs are probed too, as the layer "input" (several input tensors: side by side).
+
+    `inputs` is a tensor, a tuple or list of tensors (`model(*inputs)`) or a dict
+    (`model(**inputs)`); a layer whose output is a tuple (`nn.LSTM`) is read at its first
+    tensor, or at `select(name, output)`. Example:
+
+        >>> scores = bindbench.probe(model, x, z, layers=["hidden.1"], ood_inputs=x_ood, ood_targets=z_ood)
+        >>> scores["hidden.1"]["ood"]  # R^2 of the probe fitted in distribution, out of it
     """
     if kind not in ("ridge", "logistic"):
         raise ValueError(f"kind={kind!r} must be 'ridge' or 'logistic'")
-    half = len(inputs) // 2
-    activations = capture(model, inputs, layers)
-    ood = capture(model, ood_inputs, list(activations)) if ood_inputs is not None else {}
+    n = _length(inputs, "inputs")
+    if len(targets) != n:
+        raise ValueError(f"targets has {len(targets)} samples, inputs {n}")
+    if ood_inputs is not None and (
+        ood_targets is None or len(ood_targets) != _length(ood_inputs, "ood_inputs")
+    ):
+        raise ValueError("ood_inputs need ood_targets with one row per sample")
+    if split is None:
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        split = (order[: n // 2], order[n // 2 :])
+    fit, test = (torch.as_tensor(part, dtype=torch.long) for part in split)
+    if len(fit) == 0 or len(test) == 0:
+        raise ValueError(
+            f"the split needs samples on both sides, got {len(fit)} to fit and {len(test)} to test"
+        )
+    activations = capture(model, inputs, layers, select)
+    ood = capture(model, ood_inputs, list(activations), select) if ood_inputs is not None else {}
     if include_input:
-        activations = {"input": inputs, **activations}
+        activations = {"input": _input_features(inputs, position), **activations}
         if ood_inputs is not None:
-            ood = {"input": ood_inputs, **ood}
+            ood = {"input": _input_features(ood_inputs, position), **ood}
+    targets = torch.as_tensor(targets)
     scores = {}
     for name, activation in activations.items():
         x = features(activation, position)
-        tests = {"test": (x[half:], targets[half:])}
+        x_fit, y_fit = x[fit.to(x.device)], targets[fit.to(targets.device)]
+        tests = {"test": (x[test.to(x.device)], targets[test.to(targets.device)])}
         if name in ood:
             tests["ood"] = (features(ood[name], position), ood_targets)
         if kind == "ridge":
-            scores[name] = ridge_probe(x[:half], targets[:half], tests, alpha)
+            scores[name] = ridge_probe(x_fit, y_fit, tests, alpha)
         else:
-            scores[name] = logistic_probe(x[:half], targets[:half], tests)
+            scores[name] = logistic_probe(x_fit, y_fit, tests)
     return scores
+
+
+def _input_features(inputs: Inputs, position: int | None) -> torch.Tensor:
+    """The raw inputs as (n, d) features; several tensors side by side."""
+    return torch.cat([features(t.float(), position) for t in _tensors(inputs)], dim=1)
 
 
 def matched_slots(
