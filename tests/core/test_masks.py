@@ -102,6 +102,39 @@ def test_the_search_keeps_the_weights_the_task_needs_and_drops_those_that_mislea
     assert torch.equal(model.weight, before)  # the model itself is untouched
 
 
+class Gated(nn.Module):
+    """Two inputs and a BatchNorm: the class is the sign of the first input's first column."""
+
+    def __init__(self):
+        super().__init__()
+        self.left, self.right = nn.Linear(2, 2, bias=False), nn.Linear(2, 2, bias=False)
+        self.norm = nn.BatchNorm1d(2, affine=False)
+        with torch.no_grad():
+            self.left.weight.copy_(torch.tensor([[1.0, 0.0], [-1.0, 0.0]]))
+            self.right.weight.copy_(torch.tensor([[3.0, 0.0], [-3.0, 0.0]]))  # noise, loud
+
+    def forward(self, a, b):
+        return self.norm(self.left(a) + self.right(b))
+
+
+@pytest.mark.parametrize("shape", ["tuple", "dict"])
+def test_the_search_takes_several_inputs_and_leaves_modes_and_buffers_alone(shape):
+    model = Gated().train()  # BatchNorm in train mode would update its running statistics
+    model.left.eval()  # a mixed state, restored module by module
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(2048, 2, generator=g), torch.randn(2048, 2, generator=g)
+    y = (a[:, 0] < 0).long()
+    inputs = (a, b) if shape == "tuple" else {"a": a, "b": b}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    mask = find_subnetwork(model, (inputs, y), steps=300, lr=0.05)
+    assert mask["right.weight"][:, 0].tolist() == [False, False]  # the noise is cut
+    assert mask["left.weight"][:, 0].tolist() == [True, True]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert (model.training, model.left.training, model.norm.training) == (True, False, True)
+    with pytest.raises(ValueError, match="same number of samples"):
+        find_subnetwork(model, ((a, b[:5]), y), steps=1)
+
+
 def test_a_random_mask_keeps_as_many_weights_per_layer_at_other_places():
     model, _ = net_and_inputs()
     generator = torch.Generator().manual_seed(0)

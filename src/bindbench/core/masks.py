@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -28,6 +29,8 @@ from typing import Literal
 import torch
 from torch import nn
 from torch.func import functional_call
+
+from bindbench.core.inputs import Inputs, call, length, rows
 
 Mask = dict[str, torch.Tensor]  # parameter name -> bool tensor of its shape, True = kept
 METHODS = ("continuous", "gumbel")
@@ -141,17 +144,17 @@ class MaskSearch(nn.Module):
             total = sum(logit.sum() for logit in self.logits)
         return self.settings.penalty * total
 
-    def forward(self, progress: float, *inputs):
+    def forward(self, progress: float, *inputs, **named_inputs):
         params = {n: p.detach() for n, p in self.model.named_parameters()}  # frozen, masked or not
         params.update({n: params[n] * m for n, m in zip(self.names, self.soft(progress))})
-        return functional_call(self.model, params, inputs)
+        return functional_call(self.model, params, inputs, named_inputs)
 
     def hard(self) -> Mask:
         keep = (lambda s: s > 0) if self.settings.method == "continuous" else (lambda s: s >= 0)
         return {n: keep(s.detach()) for n, s in zip(self.names, self.logits)}
 
 
-Data = tuple[torch.Tensor, torch.Tensor] | Callable[[int], tuple[torch.Tensor, torch.Tensor]]
+Data = tuple[Inputs, torch.Tensor] | Callable[[int], tuple[Inputs, torch.Tensor]]
 
 
 def find_subnetwork(
@@ -167,7 +170,9 @@ def find_subnetwork(
     """The binary mask over `model`'s Linear and Conv2d weights that keeps the function `data` asks for.
 
     `data` is (inputs, targets), from which minibatches of `batch_size` are drawn, or a
-    callable step -> (inputs, targets). The search minimizes loss(model under the mask, targets)
+    callable step -> (inputs, targets); inputs are a tensor, a tuple of tensors
+    (`model(*inputs)`) or a dict (`model(**inputs)`). The model is searched in eval mode
+    and every module's mode is restored at the end. The search minimizes loss(model under the mask, targets)
     plus the sparsity penalty with Adam on the logits only; `model` is left unchanged. Further
     keyword arguments are `MaskSettings` fields (steps, lr, penalty, init, beta_final, tau, ...).
     """
@@ -176,29 +181,32 @@ def find_subnetwork(
     sample = data if callable(data) else _minibatches(data, config.batch_size, generator)
     search = MaskSearch(model, maskable_weights(model, include, exclude), config, generator)
     optimizer = torch.optim.Adam(search.logits.parameters(), lr=config.lr)
-    was_training = model.training
+    modes = {module: module.training for module in model.modules()}
     model.eval()
-    for step in range(config.steps):
-        progress = step / max(config.steps - 1, 1)
-        inputs, targets = sample(step)
-        objective = loss(search(progress, inputs), targets) + search.penalty(progress)
-        optimizer.zero_grad(set_to_none=True)
-        objective.backward()
-        optimizer.step()
-    model.train(was_training)
+    try:
+        for step in range(config.steps):
+            progress = step / max(config.steps - 1, 1)
+            inputs, targets = sample(step)
+            output = call(functools.partial(search, progress), inputs)
+            objective = loss(output, targets) + search.penalty(progress)
+            optimizer.zero_grad(set_to_none=True)
+            objective.backward()
+            optimizer.step()
+    finally:
+        for module, training in modes.items():
+            module.training = training
     return search.hard()
 
 
 def _minibatches(data, batch_size: int, generator: torch.Generator):
     inputs, targets = data
-    if len(inputs) != len(targets) or len(inputs) == 0:
-        raise ValueError(f"data: {len(inputs)} inputs and {len(targets)} targets; need as many, > 0")
+    n = length(inputs, "data")
+    if n != len(targets) or n == 0:
+        raise ValueError(f"data: {n} input samples and {len(targets)} targets; need as many, > 0")
 
     def sample(step: int):
-        index = torch.randint(
-            len(inputs), (min(batch_size, len(inputs)),), generator=generator, device=generator.device
-        )
-        return inputs[index], targets[index]
+        index = torch.randint(n, (min(batch_size, n),), generator=generator, device=generator.device)
+        return rows(inputs, index), targets[index]
 
     return sample
 

@@ -14,9 +14,8 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
+from bindbench.core.inputs import Inputs, call, length, tensors
 from bindbench.core.segmentation import match_masks
-
-Inputs = torch.Tensor | tuple | list | dict  # one tensor, or several: model(*inputs) / model(**inputs)
 
 
 def capture(
@@ -60,12 +59,7 @@ def capture(
     model.eval()
     try:
         with torch.no_grad():
-            if isinstance(inputs, dict):
-                model(**inputs)
-            elif isinstance(inputs, (tuple, list)):
-                model(*inputs)
-            else:
-                model(inputs)
+            call(model, inputs)
     finally:
         for hook in hooks:
             hook.remove()
@@ -82,19 +76,6 @@ def _first_tensor(out):
             if isinstance(found, torch.Tensor):
                 return found
     return out
-
-
-def _tensors(inputs: Inputs) -> list[torch.Tensor]:
-    if isinstance(inputs, dict):
-        return list(inputs.values())
-    return list(inputs) if isinstance(inputs, (tuple, list)) else [inputs]
-
-
-def _length(inputs: Inputs, what: str) -> int:
-    sizes = {len(t) for t in _tensors(inputs)}
-    if len(sizes) != 1:
-        raise ValueError(f"{what}: every input tensor needs the same number of samples, got {sorted(sizes)}")
-    return sizes.pop()
 
 
 def features(activation: torch.Tensor, position: int | None = -1) -> torch.Tensor:
@@ -262,11 +243,11 @@ def probe(
     """
     if kind not in ("ridge", "logistic"):
         raise ValueError(f"kind={kind!r} must be 'ridge' or 'logistic'")
-    n = _length(inputs, "inputs")
+    n = length(inputs, "inputs")
     if len(targets) != n:
         raise ValueError(f"targets has {len(targets)} samples, inputs {n}")
     if ood_inputs is not None and (
-        ood_targets is None or len(ood_targets) != _length(ood_inputs, "ood_inputs")
+        ood_targets is None or len(ood_targets) != length(ood_inputs, "ood_inputs")
     ):
         raise ValueError("ood_inputs need ood_targets with one row per sample")
     if split is None:
@@ -300,7 +281,7 @@ def probe(
 
 def _input_features(inputs: Inputs, position: int | None) -> torch.Tensor:
     """The raw inputs as (n, d) features; several tensors side by side."""
-    return torch.cat([features(t.float(), position) for t in _tensors(inputs)], dim=1)
+    return torch.cat([features(t.float(), position) for t in tensors(inputs)], dim=1)
 
 
 def matched_slots(
