@@ -1,46 +1,54 @@
-"""BindBench: runnable, measured experiments on the binding problem in neural networks."""
+"""BindBench: runnable, measured experiments on the binding problem in neural networks.
+
+The Python API, each the library's own function (its signature and docstring:
+`help(bindbench.probe)`):
+
+- `run(target, profile=, sets=, ...)`: what `bindbench run` does; returns the output folder.
+- `plan(target, profile=, sets=)`: the runs a command would make, without running them.
+- `probe(model, inputs, targets, layers=, ...)`: linear decodability from any module's layers.
+- `find_subnetwork(model, (inputs, targets), method=)`: a binary weight mask for one function;
+  `apply_mask`, `ablate`, `density`, `mask_iou`, `random_mask` work with its masks.
+- `Store(folder)`: a folder's runs table (`Store(folder, create=False).runs()`).
+
+They are imported when first used, so `import bindbench` (and the command line's `--help`)
+stays fast.
+"""
+
+from importlib import import_module
+
+_WHERE = {
+    "run": "bindbench.api",
+    "plan": "bindbench.api",
+    "probe": "bindbench.core.probes",
+    "find_subnetwork": "bindbench.core.masks",
+    "apply_mask": "bindbench.core.masks",
+    "ablate": "bindbench.core.masks",
+    "density": "bindbench.core.masks",
+    "mask_iou": "bindbench.core.masks",
+    "random_mask": "bindbench.core.masks",
+    "Store": "bindbench.core.store",
+}
 
 
 def __getattr__(name: str):
-    # `bindbench.__version__`, read from the package metadata (pyproject.toml) when asked for:
-    # importlib.metadata costs a command that never prints it (`--help`) a tenth of its start
-    if name != "__version__":
-        raise AttributeError(f"module 'bindbench' has no attribute {name!r}")
-    from importlib.metadata import PackageNotFoundError, version
+    if name in _WHERE:
+        value = getattr(import_module(_WHERE[name]), name)
+        globals()[name] = value  # the next access is a plain attribute
+        return value
+    if name == "__version__":
+        # read from the package metadata (pyproject.toml) when asked for: importlib.metadata
+        # costs a command that never prints it (`--help`) a tenth of its start
+        from importlib.metadata import PackageNotFoundError, version
 
-    try:
-        return version("bindbench")
-    except PackageNotFoundError:  # a source tree that was never installed
-        return "unknown"
-
-
-def run(*args, **kwargs):
-    """Runs an experiment or suite and returns its output folder (see `bindbench.api.run`)."""
-    from bindbench.api import run as _run
-
-    return _run(*args, **kwargs)
+        try:
+            return version("bindbench")
+        except PackageNotFoundError:  # a source tree that was never installed
+            return "unknown"
+    raise AttributeError(f"module 'bindbench' has no attribute {name!r}")
 
 
-def probe(*args, **kwargs):
-    """Linear decodability of targets from a model's layers (see `bindbench.core.probes.probe`)."""
-    from bindbench.core.probes import probe as _probe
-
-    return _probe(*args, **kwargs)
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE, "__version__"])
 
 
-def find_subnetwork(*args, **kwargs):
-    """The binary weight mask of a frozen model that keeps one function (see
-    `bindbench.core.masks.find_subnetwork`)."""
-    from bindbench.core.masks import find_subnetwork as _find
-
-    return _find(*args, **kwargs)
-
-
-def ablate(*args, **kwargs):
-    """A copy of a model without a mask's weights (see `bindbench.core.masks.ablate`)."""
-    from bindbench.core.masks import ablate as _ablate
-
-    return _ablate(*args, **kwargs)
-
-
-__all__ = ["__version__", "ablate", "find_subnetwork", "probe", "run"]
+__all__ = ["__version__", *_WHERE]

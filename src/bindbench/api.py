@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import shlex
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from bindbench.core.device import describe_device, resolve_device
@@ -12,21 +13,45 @@ from bindbench.core.plan import Plan, make_plan
 from bindbench.core.report import build_report
 from bindbench.core.store import Store
 
+Sets = str | Iterable[str] | Mapping[str, object]
 
-def plan(
-    target: str | None = None, profile: str = "quick", sets: Iterable[str] = (), seed: int | None = None
-) -> Plan:
-    """Resolves a target (experiment, suite or spec file) into its runs without running them."""
+
+def plan(target: str | None = None, profile: str = "quick", sets: Sets = (), seed: int | None = None) -> Plan:
+    """Resolves a target (experiment, suite or spec file) into its runs without running them.
+
+    `sets` as in `run`. `plan("composition", sets={"model.width": [16, 32]}).jobs` are the
+    runs, each with its resolved `spec` and `run_id`.
+    """
     import bindbench.experiments  # noqa: F401  (registers experiments and suites)
 
-    return make_plan(target, profile, list(sets), seed)
+    return make_plan(target, profile, as_sets(sets), seed)
+
+
+def as_sets(sets: Sets) -> list[str]:
+    """`--set` overrides from one "key=value" string, a list of them, or a mapping
+    {key: value} (a list value sweeps; nested mappings give dotted keys)."""
+    if isinstance(sets, str):
+        return [sets]
+    if isinstance(sets, Mapping):
+        return [f"{key}={json.dumps(value)}" for key, value in _dotted(sets)]
+    return list(sets)
+
+
+def _dotted(mapping: Mapping, prefix: str = "") -> list[tuple[str, object]]:
+    items = []
+    for key, value in mapping.items():
+        if isinstance(value, Mapping):
+            items += _dotted(value, f"{prefix}{key}.")
+        else:
+            items.append((f"{prefix}{key}", value))
+    return items
 
 
 def run(
     target: str | None = None,
     *,
     profile: str = "quick",
-    sets: Iterable[str] = (),
+    sets: Sets = (),
     seed: int | None = None,
     out: str | Path | None = None,
     command: str | None = None,
@@ -34,11 +59,17 @@ def run(
 ) -> Path:
     """Runs a target's missing runs, writes the report, and returns the output folder.
 
-    `sets` are `key=value` overrides as on the command line (a list value sweeps);
-    `options` are those of `core.executor.RunOptions` (device, workers, ensemble, backend,
-    address, and the progress callbacks). Everything is validated before the output folder
-    is touched.
+    `sets` are the command line's `--set` overrides: one "key=value" string, a list of
+    them, or a mapping ({"model.width": [16, 32], "train": {"steps": 500}}); a list value
+    sweeps. `options` are those of `core.executor.RunOptions`: device, workers, ensemble,
+    backend, address, threads, and the progress callbacks on_start, on_finish, on_eval.
+    Everything is validated before the output folder is touched (a `SpecError` names the
+    problem). Example:
+
+        >>> folder = bindbench.run("composition", sets={"model.width": [16, 32]}, workers=2)
+        >>> runs = bindbench.Store(folder, create=False).runs()  # spec, status, metrics
     """
+    sets = as_sets(sets)
     the_plan = plan(target, profile, sets, seed)
     how = RunOptions(**options)
     described = describe_device(resolve_device(how.device))

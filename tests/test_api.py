@@ -1,0 +1,45 @@
+"""The Python API at the top level: the library's own functions, their signatures and docs."""
+
+import inspect
+import subprocess
+import sys
+
+import pytest
+
+import bindbench
+from bindbench.core import masks, probes
+
+
+@pytest.mark.parametrize(
+    "name", ["probe", "find_subnetwork", "ablate", "apply_mask", "density", "mask_iou", "random_mask"]
+)
+def test_the_top_level_functions_are_the_library_functions_with_their_signatures(name):
+    function = getattr(bindbench, name)
+    assert function is getattr(probes if name == "probe" else masks, name)
+    assert "args" not in inspect.signature(function).parameters and len(function.__doc__) > 20
+
+
+def test_help_on_probe_and_run_says_what_they_return_with_an_example():
+    for function in (bindbench.probe, bindbench.run):
+        assert ">>>" in function.__doc__
+    assert "{layer: {split: score}}" in bindbench.probe.__doc__
+    assert {"sets", "profile", "out"} <= set(inspect.signature(bindbench.run).parameters)
+
+
+def test_sets_are_one_string_a_list_or_a_mapping_with_nested_keys():
+    def widths(sets):
+        return [
+            (job.spec.model.width, job.spec.seed) for job in bindbench.plan("composition", sets=sets).jobs
+        ]
+
+    assert widths("model.width=16") == widths(["model.width=16"]) == widths({"model.width": 16}) == [(16, 0)]
+    nested = widths({"model": {"width": [16, 32]}, "seed": 3})
+    assert nested == widths(["model.width=[16, 32]", "seed=3"]) == [(16, 3), (32, 3)]
+    with pytest.raises(bindbench.core.errors.SpecError, match="model.widht"):
+        bindbench.plan("composition", sets={"model.widht": 3})
+
+
+def test_import_bindbench_imports_no_torch_until_a_function_is_used():
+    script = "import sys, bindbench; print('torch' in sys.modules, 'probe' in dir(bindbench))"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]
