@@ -43,3 +43,18 @@ def test_import_bindbench_imports_no_torch_until_a_function_is_used():
     script = "import sys, bindbench; print('torch' in sys.modules, 'probe' in dir(bindbench))"
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "True"]
+
+
+def test_on_eval_fires_for_every_member_of_an_ensemble_with_its_stored_curve(tmp_path, tiny):
+    seen: dict[str, list] = {}
+
+    def on_eval(job, step, point):
+        seen.setdefault(job.run_id, []).append(point)
+
+    folder = bindbench.run("composition", sets=[*tiny, "seed=[0,1,2]"], out=tmp_path / "r", on_eval=on_eval)
+    with bindbench.Store(folder, create=False) as store:
+        runs = store.runs()
+        assert {r["extra"].get("ensemble_size") for r in runs} == {3}  # trained as one ensemble
+        for r in runs:
+            assert [p["step"] for p in seen[r["id"]]] == [p["step"] for p in store.curve(r["id"])]
+            assert seen[r["id"]][-1]["ood_r2"] == store.curve(r["id"])[-1]["ood_r2"]

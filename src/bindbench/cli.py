@@ -140,7 +140,7 @@ def run_command(
 
     def on_finish(job, outcome) -> None:
         progress.advance(state["task"])
-        if "steps" in state:  # the next unit may be an ensemble, which reports no steps
+        if "steps" in state:  # shown again by the next unit's first evaluation
             progress.update(state["steps"], visible=False)
         if quiet:
             return

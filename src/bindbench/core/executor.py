@@ -9,7 +9,6 @@ are skipped on a rerun, and runs a killed command left unfinished are run again.
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 from collections.abc import Callable
@@ -38,7 +37,8 @@ class RunOptions:
     `backend="local"` runs them here or in `workers` processes; `backend="ray"` submits
     them as Ray tasks to the cluster at `address` (a local instance when None).
     Callbacks: `on_start(pending)` once, `on_finish(job, outcome)` after each run, and
-    `on_eval(job, step, point)` at each evaluation of single runs executed in this process.
+    `on_eval(job, step, point)` at each evaluation of runs executed in this process (each
+    member of an ensemble too).
     A run that another command sharing the folder finished is passed to `on_finish` with
     `outcome["elsewhere"]` true.
     """
@@ -220,7 +220,7 @@ def _drive(claims: _Claims, runner, finish: Callable[[list[Job], list[dict]], No
 
 
 class _Inline:
-    """Runs each unit in this process, one at a time (the steps of single runs watched)."""
+    """Runs each unit in this process, one at a time (their evaluations watched)."""
 
     slots = 1
 
@@ -228,9 +228,12 @@ class _Inline:
         self.device, self.threads, self.on_eval = device, threads, on_eval
 
     def submit(self, unit: list[Job], specs: list[dict]) -> Future:
-        watch = None if self.on_eval is None or len(unit) > 1 else functools.partial(self.on_eval, unit[0])
+        def watch(index: int, step: int, point: dict) -> None:  # index: the member of an ensemble
+            self.on_eval(unit[index], step, point)
+
         future: Future = Future()
-        future.set_result(run_unit(unit[0].experiment, specs, self.device, self.threads, watch))
+        watching = watch if self.on_eval is not None else None
+        future.set_result(run_unit(unit[0].experiment, specs, self.device, self.threads, watching))
         return future
 
     def outcomes(self, future: Future, unit: list[Job]) -> list[dict]:

@@ -179,6 +179,7 @@ def train_ensemble(
     sample_batch: Callable[[int], tuple],
     loss_fn: Callable[[object, tuple], torch.Tensor],
     evaluate: Callable[[object], list[dict[str, float]]],
+    on_eval: Callable[[int, int, dict], None] | None = None,
 ) -> list[TrainResult]:
     """Trains the members of a `core.ensemble.Ensemble` together; one TrainResult per member.
 
@@ -186,6 +187,7 @@ def train_ensemble(
     learning rate, weight decay, schedule and gradient clip are per member. `loss_fn` gives
     the (e,) per-member losses and `evaluate` a list of metric dicts, one per member. A member
     whose loss turns non-finite is frozen and reported diverged; the others go on.
+    `on_eval(member, step, point)` is called at each member's evaluation.
     """
     from bindbench.core.ensemble import StackedAdamW, clip_member_grad_norms_
 
@@ -247,6 +249,8 @@ def train_ensemble(
             point["seconds"] = seconds
             result.curve.append(point)
             result.steps = done
+            if on_eval is not None:
+                on_eval(member, done, point)
         window_loss.zero_()
         window_steps = 0
         if not alive.any():

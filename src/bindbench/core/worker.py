@@ -8,6 +8,7 @@ an executor says that a worker vanished.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import platform
 import signal
@@ -31,11 +32,13 @@ class RunContext:
     """What a run gets from its executor besides its spec.
 
     `on_eval(step, point)` is called at every evaluation when the run is watched from this
-    process (progress); experiments pass it on to `train`.
+    process (progress); experiments pass it on to `train`. For runs trained as one
+    ensemble, `on_member_eval(member, step, point)` (to `train_ensemble`).
     """
 
     device: torch.device
     on_eval: Callable[[int, dict], None] | None = None
+    on_member_eval: Callable[[int, int, dict], None] | None = None
 
 
 class WorkerDied(RuntimeError):
@@ -106,9 +109,10 @@ def run_unit(
     specs: list[dict],
     device: str,
     threads: int,
-    on_eval: Callable[[int, dict], None] | None = None,
+    on_eval: Callable[[int, int, dict], None] | None = None,
 ) -> list[dict]:
     """Runs one spec, or several as one ensemble; returns one outcome (plain data) per spec.
+    `on_eval(index of the spec, step, point)` is called at each evaluation.
 
     Never raises: a run that fails is an outcome with status `failed` and its traceback.
     """
@@ -118,7 +122,8 @@ def run_unit(
     try:
         torch_device = resolve_device(device)
         described = describe_device(torch_device)
-        ctx = RunContext(torch_device, on_eval)
+        alone = None if on_eval is None else functools.partial(on_eval, 0)
+        ctx = RunContext(torch_device, alone, on_eval)
         resolved = [experiment.spec.model_validate(spec) for spec in specs]
         if len(resolved) == 1:
             results = [experiment.run(resolved[0], ctx)]

@@ -211,7 +211,9 @@ def fit(specs: list[CompositionSpec], ctx) -> list[tuple[Setup, torch.nn.Module,
         r2 = torch.stack([r2_score(ensemble(eval_inputs[k]), eval_targets[k]) for k in SPLITS], 1)
         return [dict(zip([f"{s}_r2" for s in SPLITS], row)) for row in r2.tolist()]
 
-    trained = train_ensemble(ensemble, [s.train for s in specs], sample_batch, _ensemble_mse, evaluate_all)
+    trained = train_ensemble(
+        ensemble, [s.train for s in specs], sample_batch, _ensemble_mse, evaluate_all, ctx.on_member_eval
+    )
     return [(setup, ensemble.member(e), t) for e, (setup, t) in enumerate(zip(setups, trained))]
 
 
