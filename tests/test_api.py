@@ -1,6 +1,8 @@
 """The Python API at the top level: the library's own functions, their signatures and docs."""
 
 import inspect
+import os
+import re
 import subprocess
 import sys
 
@@ -58,3 +60,12 @@ def test_on_eval_fires_for_every_member_of_an_ensemble_with_its_stored_curve(tmp
         for r in runs:
             assert [p["step"] for p in seen[r["id"]]] == [p["step"] for p in store.curve(r["id"])]
             assert seen[r["id"]][-1]["ood_r2"] == store.curve(r["id"])[-1]["ood_r2"]
+
+
+def test_the_examples_in_docs_api_md_run_as_written(tmp_path, monkeypatch):
+    page = open(os.path.join(os.path.dirname(__file__), "..", "docs", "api.md")).read()
+    blocks = re.findall(r"```python\n(.*?)```", page, flags=re.S)
+    assert len(blocks) == 2
+    monkeypatch.chdir(tmp_path)
+    for code in blocks:
+        exec(compile(code, "docs/api.md", "exec"), {"__name__": "docs_api"})
