@@ -69,3 +69,11 @@ def test_the_examples_in_docs_api_md_run_as_written(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for code in blocks:
         exec(compile(code, "docs/api.md", "exec"), {"__name__": "docs_api"})
+
+
+def test_run_from_python_shows_progress_unless_quiet(tmp_path, tiny, capsys):
+    bindbench.run("composition", sets=[*tiny, "seed=[0,1]"], out=tmp_path / "a")
+    out = capsys.readouterr().out
+    assert "composition (quick): 2 runs to do" in out and out.count("    done composition ") == 2
+    bindbench.run("composition", sets=[*tiny, "seed=[2,3]"], out=tmp_path / "b", quiet=True)
+    assert capsys.readouterr().out == ""

@@ -172,6 +172,28 @@ def test_two_commands_on_one_folder_train_each_run_once_and_lose_nothing(tmp_pat
     assert [r["attempts"] for r in runs] == [1] * 6  # each trained once, by one of the two
 
 
+def test_commands_starting_on_one_new_folder_at_once_share_one_whole_store(tmp_path):
+    """Eight processes open the same new folder's store at one moment: none sees a half-made
+    (0-byte) store, and every run each added is in the one store kept."""
+    out, start = tmp_path / "new", time.time() + 4
+    script = (
+        "import sys, time; from bindbench.core.store import Store\n"
+        "time.sleep(max(0, float(sys.argv[2]) - time.time()))\n"
+        "with Store(sys.argv[1]) as store: store.add('run' + sys.argv[3], 'toy', '{}', 0)\n"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(out), str(start), str(k)], stderr=subprocess.PIPE, text=True
+        )
+        for k in range(8)
+    ]
+    errors = [proc.communicate(timeout=60)[1] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0] * 8, errors
+    with Store(out, create=False) as store:
+        assert sorted(r["id"] for r in store.runs()) == [f"run{k}" for k in range(8)]
+    assert _names(out) == ["runs.db", "runs.db-shm", "runs.db-wal"] or _names(out) == ["runs.db"]
+
+
 def _names(folder) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from bindbench.core.device import describe_device, resolve_device
 from bindbench.core.executor import RunOptions, execute
 from bindbench.core.plan import Plan, make_plan
+from bindbench.core.progress import Shown
 from bindbench.core.report import build_report
 from bindbench.core.store import Store
 
@@ -55,6 +56,8 @@ def run(
     seed: int | None = None,
     out: str | Path | None = None,
     command: str | None = None,
+    quiet: bool = False,
+    console=None,
     **options,
 ) -> Path:
     """Runs a target's missing runs, writes the report, and returns the output folder.
@@ -63,6 +66,8 @@ def run(
     them, or a mapping ({"model.width": [16, 32], "train": {"steps": 500}}); a list value
     sweeps. `options` are those of `core.executor.RunOptions`: device, workers, ensemble,
     backend, address, threads, and the progress callbacks on_start, on_finish, on_eval.
+    Progress is shown as on the command line (the runs to do, a bar, a line per finished
+    run) on `console` (a `rich.console.Console`; default: standard output) unless `quiet`.
     Everything is validated before the output folder is touched (a `SpecError` names the
     problem). Example:
 
@@ -71,7 +76,9 @@ def run(
     """
     sets = as_sets(sets)
     the_plan = plan(target, profile, sets, seed)
-    how = RunOptions(**options)
+    shown = Shown(f"{target or 'default'} ({profile})", console, quiet)
+    callbacks = shown.callbacks(*(options.pop(name, None) for name in ("on_start", "on_eval", "on_finish")))
+    how = RunOptions(**options, **callbacks)
     described = describe_device(resolve_device(how.device))
     if how.backend == "ray":
         from bindbench.core.ray_backend import check_backend
@@ -93,7 +100,10 @@ def run(
             command=command,
             commands=list(dict.fromkeys([*commands, command])),
         )
-        execute(the_plan.jobs, store, how)
+        try:
+            execute(the_plan.jobs, store, how)
+        finally:
+            shown.stop()
     build_report(folder)
     return folder
 

@@ -107,54 +107,10 @@ def run_command(
     (143 SIGTERM, 129 SIGHUP)."""
     import signal
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from bindbench.api import run
     from bindbench.core.config import parse_overrides
 
     parse_overrides(set_)  # a key given twice is an error here (in Python, the last one wins)
-
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=quiet,
-    )
-    state = {}
-
-    def on_start(pending) -> None:
-        if not quiet:
-            console.print(f"{target or 'default'} ({profile}): {len(pending)} runs to do")
-        state["task"] = progress.add_task("runs", total=len(pending))
-        progress.start()
-
-    def on_eval(job, step, point) -> None:  # in-process runs only: steps of the current run
-        total = getattr(getattr(job.spec, "train", None), "steps", None)
-        if "steps" not in state:
-            state["steps"] = progress.add_task("steps", total=total)
-        progress.update(
-            state["steps"], completed=step, total=total, description=f"{job.run_id[:8]} steps", visible=True
-        )
-
-    def on_finish(job, outcome) -> None:
-        progress.advance(state["task"])
-        if "steps" in state:  # shown again by the next unit's first evaluation
-            progress.update(state["steps"], visible=False)
-        if quiet:
-            return
-        label = " ".join(f"{k.split('.')[-1]}={v}" for k, v in job.label.items())
-        metrics = outcome.get("metrics") or {}
-        shown = " ".join(f"{k}={metrics[k]:.3f}" for k in job.experiment.metrics[:2] if k in metrics)
-        error = (outcome.get("error") or "").splitlines()[:1]
-        where = ", by another command" if outcome.get("elsewhere") else ""
-        progress.console.print(  # one record per line, wrapped by the terminal, not by rich
-            f"{outcome['status']:>8} {job.experiment.name} {job.run_id[:8]} {label} {shown}"
-            f"{' ' + error[0] if error else ''} ({outcome['seconds']:.0f} s{where})",
-            soft_wrap=True,
-        )
-
     command = shlex.join(["bindbench", *sys.argv[1:]]) if sys.argv[1:2] == ["run"] else None
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _stop_on)
@@ -173,17 +129,14 @@ def run_command(
             ensemble=not no_ensemble,
             backend=backend,
             address=address,
-            on_start=on_start,
-            on_finish=on_finish,
-            on_eval=on_eval,
+            quiet=quiet,
+            console=console,
         )
     except KeyboardInterrupt as err:  # caught here: Typer would turn it into a silent exit 130
         interrupt = err
     finally:
         for signum in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_DFL)
-        if "task" in state:
-            progress.stop()
     if interrupt is not None:
         return _interrupted(interrupt)
     console.print(f"report: {folder / 'report.html'}")

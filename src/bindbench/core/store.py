@@ -137,6 +137,8 @@ class Store:
                 self.folder.mkdir(parents=True, exist_ok=True)
             except OSError as err:
                 raise SpecError(f"cannot make the output folder {self.folder}: {err.strerror}") from None
+        if create and not self.path.exists():
+            self._create()
         existed = self.path.is_file()
         if existed and self.path.stat().st_size == 0:
             raise SpecError(f"{self.path} is empty (0 bytes), not a run store: remove it to start afresh")
@@ -154,6 +156,30 @@ class Store:
                 raise SpecError(f"{self.path} is not a readable run store: {err}") from None
             raise
         self._db.row_factory = sqlite3.Row
+
+    def _create(self) -> None:
+        """Makes a new store whole under a temporary name, then links it into place: a command
+        never sees a half-made store, and of two commands starting on one folder at once, one
+        store is kept (a link does not replace what is there)."""
+        tmp = self.path.with_name(f".{DB_NAME}.{uuid.uuid4().hex[:8]}")
+        self._db = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._upgrade()
+            self._db.close()
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:
+                pass  # another command made it first: that one is the store
+            except OSError:  # a file system without hard links
+                if not self.path.exists():
+                    os.replace(tmp, self.path)
+        except sqlite3.DatabaseError as err:
+            raise SpecError(f"cannot make a run store in {self.folder}: {err}") from None
+        finally:
+            self._db.close()
+            for leftover in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
+                leftover.unlink(missing_ok=True)
 
     def _version(self) -> int:
         return self._db.execute("PRAGMA user_version").fetchone()[0]
