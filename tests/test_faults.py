@@ -44,17 +44,8 @@ def _sets(tiny: list[str], *more: str) -> list[str]:
 
 
 def _children(pid: int) -> list[int]:
-    """Every process whose parent is `pid` (from /proc)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = open(f"/proc/{entry}/stat").read()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry))
-    return found
+    """Every live process whose parent is `pid`."""
+    return [child for child, (parent, _) in reaper._processes().items() if parent == pid]
 
 
 def _alive(pid: int) -> bool:

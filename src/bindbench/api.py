@@ -77,7 +77,8 @@ def run(
     sets = as_sets(sets)
     the_plan = plan(target, profile, sets, seed)
     shown = Shown(f"{target or 'default'} ({profile})", console, quiet)
-    callbacks = shown.callbacks(*(options.pop(name, None) for name in ("on_start", "on_eval", "on_finish")))
+    theirs = {name: options.pop(name, None) for name in ("on_start", "on_eval", "on_finish")}
+    callbacks = shown.callbacks(**theirs)  # the progress first, then the caller's own
     how = RunOptions(**options, **callbacks)
     described = describe_device(resolve_device(how.device))
     if how.backend == "ray":

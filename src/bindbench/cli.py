@@ -42,7 +42,7 @@ def _stop_on(signum: int, frame) -> None:
     raise Stopped(signum)
 
 
-def _interrupted(err: KeyboardInterrupt) -> int:
+def _interrupted(err: BaseException) -> int:
     """The interrupt's line on stderr and its exit code (130 Ctrl-C, 128 + N signal N)."""
     import signal
 
@@ -378,11 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     except sqlite3.DatabaseError as err:  # damaged while in use, or a full disk under the store
         print(f"bindbench: error: the run store failed: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as err:
+    except (KeyboardInterrupt, typer.Abort) as err:
         return _interrupted(err)
-    except typer.Abort:
-        print(INTERRUPTED, file=sys.stderr)
-        return 130
     except Exception as err:
         # a worker died: only possible once the worker module (and torch) was imported, which
         # `--help` and `list` never do, so that they start fast

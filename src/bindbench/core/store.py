@@ -110,7 +110,7 @@ def _owner_gone(owner: str) -> bool:
     except ProcessLookupError:
         return True
     except PermissionError:  # alive, another user's
-        return False
+        pass
     return False
 
 
