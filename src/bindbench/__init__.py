@@ -9,6 +9,7 @@ The Python API, each the library's own function (its signature and docstring:
 - `find_subnetwork(model, (inputs, targets), method=)`: a binary weight mask for one function;
   `apply_mask`, `ablate`, `density`, `mask_iou`, `random_mask` work with its masks.
 - `Store(folder)`: a folder's runs table (`Store(folder, create=False).runs()`).
+- `load_model(folder, run_id)`: a finished run's trained model, from its safetensors checkpoint.
 
 They are imported when first used, so `import bindbench` (and the command line's `--help`)
 stays fast.
@@ -27,6 +28,7 @@ _WHERE = {
     "mask_iou": "bindbench.core.masks",
     "random_mask": "bindbench.core.masks",
     "Store": "bindbench.core.store",
+    "load_model": "bindbench.api",
 }
 
 

@@ -30,12 +30,25 @@ def plan(target: str | None = None, profile: str = "quick", sets: Sets = (), see
 
 def as_sets(sets: Sets) -> list[str]:
     """`--set` overrides from one "key=value" string, a list of them, or a mapping
-    {key: value} (a list value sweeps; nested mappings give dotted keys)."""
+    {key: value} (a list value sweeps; nested mappings give dotted keys; a callable, such as
+    `{"model.factory": build_my_model}`, stands for its import path)."""
     if isinstance(sets, str):
         return [sets]
     if isinstance(sets, Mapping):
-        return [f"{key}={json.dumps(value)}" for key, value in _dotted(sets)]
+        return [f"{key}={json.dumps(_named(value))}" for key, value in _dotted(sets)]
     return list(sets)
+
+
+def _named(value: object) -> object:
+    """A value as `--set` writes it: a callable (a model factory) by its import path, which it
+    is registered under for this process (`core.factory.register`)."""
+    if isinstance(value, (list, tuple)):
+        return [_named(v) for v in value]
+    if callable(value):
+        from bindbench.core.factory import register
+
+        return register(value)
+    return value
 
 
 def _dotted(mapping: Mapping, prefix: str = "") -> list[tuple[str, object]]:
@@ -65,7 +78,9 @@ def run(
     `sets` are the command line's `--set` overrides: one "key=value" string, a list of
     them, or a mapping ({"model.width": [16, 32], "train": {"steps": 500}}); a list value
     sweeps. `options` are those of `core.executor.RunOptions`: device, workers, ensemble,
-    backend, address, threads, and the progress callbacks on_start, on_finish, on_eval.
+    backend, address, threads, save_models (each run's trained model kept in
+    `<folder>/models/`, for `bindbench.load_model`; None: those up to 100 MB), and the
+    progress callbacks on_start, on_finish, on_eval.
     Progress is shown as on the command line (the runs to do, a bar, a line per finished
     run) on `console` (a `rich.console.Console`; default: standard output) unless `quiet`.
     Everything is validated before the output folder is touched (a `SpecError` names the
@@ -107,6 +122,29 @@ def run(
             shown.stop()
     build_report(folder)
     return folder
+
+
+def load_model(folder: str | Path, run_id: str):
+    """The trained model of a finished run, in eval mode on the CPU: its architecture rebuilt
+    from the run's spec, its weights read from `<folder>/models/<run id>.safetensors` (weights
+    only: nothing is unpickled).
+
+    `run_id` may be the short id the progress lines show (a unique prefix). The model is what
+    the experiment trained: composition's and scaling's student (the MLP, or your
+    `model.factory`'s module), structure's base model, segregation's and slot_probe's
+    autoencoder. It is ready for `probe` and `find_subnetwork`. Raises `SpecError` with one
+    line if the run is not done, has no checkpoint, or the file is not a BindBench
+    safetensors checkpoint. Example:
+
+        >>> folder = bindbench.run("composition", sets={"model.width": 64})
+        >>> (run,) = bindbench.Store(folder, create=False).runs()
+        >>> model = bindbench.load_model(folder, run["id"])
+        >>> bindbench.probe(model, inputs, targets, layers=["hidden.0", "hidden.1"])
+    """
+    import bindbench.experiments  # noqa: F401  (registers them, for the run's experiment)
+    from bindbench.core.checkpoints import load
+
+    return load(folder, run_id)
 
 
 def _as_command(target, profile, sets, seed, device) -> str:

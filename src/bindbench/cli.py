@@ -100,6 +100,12 @@ def run_command(
     address: str = typer.Option(None, help="Ray cluster: host:port, ray://host:port or auto"),
     seed: int = typer.Option(None, min=0, help="set the seed of every run"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or per-run lines"),
+    save_models: bool = typer.Option(
+        None,
+        "--save-models/--no-save-models",
+        help="keep every trained model in <out>/models/ as safetensors (default: those up to 100 MB)",
+        show_default=False,
+    ),
 ) -> int:
     """Run an experiment or suite (missing runs only) and write its report.
 
@@ -131,6 +137,7 @@ def run_command(
             address=address,
             quiet=quiet,
             console=console,
+            save_models=save_models,
         )
     except KeyboardInterrupt as err:  # caught here: Typer would turn it into a silent exit 130
         interrupt = err

@@ -5,6 +5,7 @@ import json
 import pickle
 
 import pytest
+import torch
 
 from bindbench.cli import main
 from bindbench.core.claims import HELD, NOT_HELD, NOT_MEASURED
@@ -125,3 +126,24 @@ def test_bad_keys_and_types_exit_2_with_one_line_and_write_nothing(name, overrid
     assert len(error.strip().splitlines()) == 1, error
     assert all(word in error for word in words), error
     assert not out.exists()
+
+
+def test_a_run_keeps_its_trained_model_and_the_same_seed_gives_the_same_weights(ran):
+    from bindbench.api import load_model
+    from bindbench.core import checkpoints
+
+    job, first, _ = ran
+    files = [checkpoints.path(first, job.run_id), checkpoints.path(_second(first), job.run_id)]
+    if job.experiment.make_model is None:  # runs that train many models, or none
+        assert not any(f.exists() for f in files)
+        return
+    (first_weights, first_meta), (second_weights, second_meta) = map(checkpoints.read, files)
+    assert first_meta == second_meta and first_weights.keys() == second_weights.keys()
+    for name, tensor in first_weights.items():  # reproducible to the bit
+        assert torch.equal(tensor, second_weights[name]), name
+    model = load_model(first, job.run_id)
+    assert not model.training and sum(p.numel() for p in model.parameters()) > 0
+
+
+def _second(first):
+    return first.parent / first.name.replace("-first", "-second")

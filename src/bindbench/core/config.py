@@ -24,7 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+)
 
 from bindbench.core.errors import SpecError  # noqa: F401  (re-exported: its home for most callers)
 
@@ -44,6 +52,21 @@ class Spec(BaseModel):
         if isinstance(value, bool) and not _admits_bool(cls.model_fields[info.field_name].annotation):
             raise ValueError(f"{str(value).lower()} is a boolean, not a value of this key")
         return value
+
+    @model_serializer(mode="wrap")
+    def _omit_keys_at_default(self, handler: SerializerFunctionWrapHandler) -> dict:
+        # a key added after runs were stored (`json_schema_extra={"omit_at_default": True}`)
+        # stays out of the JSON, and so of the run id, while it has its default
+        data = handler(self)
+        for name, info in type(self).model_fields.items():
+            extra = info.json_schema_extra
+            if (
+                isinstance(extra, dict)
+                and extra.get("omit_at_default")
+                and getattr(self, name) == info.default
+            ):
+                data.pop(name, None)
+        return data
 
 
 def _admits_bool(annotation: Any) -> bool:

@@ -17,6 +17,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 
+from bindbench.core import checkpoints
 from bindbench.core.config import SpecError, spec_json
 from bindbench.core.device import resolve_device, threads_per_worker
 from bindbench.core.plan import Job
@@ -41,6 +42,8 @@ class RunOptions:
     member of an ensemble too).
     A run that another command sharing the folder finished is passed to `on_finish` with
     `outcome["elsewhere"]` true.
+    `save_models`: keep each finished run's trained model in `<folder>/models/` (None: those
+    of at most `core.checkpoints.DEFAULT_MAX_BYTES`); `outcome["checkpoint"]` is its path.
     """
 
     device: str = "cpu"
@@ -52,6 +55,12 @@ class RunOptions:
     on_start: Callable[[list[Job]], None] | None = None
     on_finish: Callable[[Job, dict], None] | None = None
     on_eval: Callable[[Job, int, dict], None] | None = None
+    save_models: bool | None = None
+
+    @property
+    def keep(self) -> int | None:
+        """The largest model kept, in bytes (None: any; 0: none), as `run_unit` takes it."""
+        return {True: None, False: 0, None: checkpoints.DEFAULT_MAX_BYTES}[self.save_models]
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -102,6 +111,10 @@ def execute(jobs: list[Job], store: Store, options: RunOptions = RunOptions()) -
 
         def finish(unit: list[Job], outcomes: list[dict]) -> None:
             for job, outcome in zip(unit, outcomes):
+                if "checkpoint" in outcome:  # written before the run is done: a done run has its file
+                    outcome["checkpoint"] = str(
+                        checkpoints.write(store.folder, job.run_id, outcome["checkpoint"])
+                    )
                 store.finish(
                     job.run_id,
                     outcome["status"],
@@ -119,12 +132,15 @@ def execute(jobs: list[Job], store: Store, options: RunOptions = RunOptions()) -
         if options.backend == "ray":
             from bindbench.core.ray_backend import RayRunner
 
-            runner = RayRunner(device, options.address, options.threads or 1)
+            runner = RayRunner(device, options.address, options.threads or 1, options.keep)
         else:
             workers = max(1, min(options.workers, len(claims.todo)))
             threads = options.threads or threads_per_worker(workers)
             inline = workers == 1
-            runner = _Inline(device, threads, options.on_eval) if inline else _Pool(workers, device, threads)
+            if inline:
+                runner = _Inline(device, threads, options.on_eval, options.keep)
+            else:
+                runner = _Pool(workers, device, threads, options.keep)
         _drive(claims, runner, finish)
     return claims.ran
 
@@ -224,8 +240,8 @@ class _Inline:
 
     slots = 1
 
-    def __init__(self, device: str, threads: int, on_eval: Callable | None):
-        self.device, self.threads, self.on_eval = device, threads, on_eval
+    def __init__(self, device: str, threads: int, on_eval: Callable | None, keep: int | None):
+        self.device, self.threads, self.on_eval, self.keep = device, threads, on_eval, keep
 
     def submit(self, unit: list[Job], specs: list[dict]) -> Future:
         def watch(index: int, step: int, point: dict) -> None:  # index: the member of an ensemble
@@ -233,7 +249,7 @@ class _Inline:
 
         future: Future = Future()
         watching = watch if self.on_eval is not None else None
-        future.set_result(run_unit(unit[0].experiment, specs, self.device, self.threads, watching))
+        future.set_result(run_unit(unit[0].experiment, specs, self.device, self.threads, watching, self.keep))
         return future
 
     def outcomes(self, future: Future, unit: list[Job]) -> list[dict]:
@@ -246,14 +262,16 @@ class _Inline:
 class _Pool:
     """Runs units in `slots` spawned worker processes, which die with this one."""
 
-    def __init__(self, workers: int, device: str, threads: int):
-        self.slots, self.device, self.threads = workers, device, threads
+    def __init__(self, workers: int, device: str, threads: int, keep: int | None):
+        self.slots, self.device, self.threads, self.keep = workers, device, threads, keep
         self.pool = ProcessPoolExecutor(
             workers, mp_context=get_context("spawn"), initializer=die_with_parent, initargs=(os.getpid(),)
         )
 
     def submit(self, unit: list[Job], specs: list[dict]) -> Future:
-        return self.pool.submit(run_unit, unit[0].experiment, specs, self.device, self.threads)
+        return self.pool.submit(
+            run_unit, unit[0].experiment, specs, self.device, self.threads, None, self.keep
+        )
 
     def outcomes(self, future: Future, unit: list[Job]) -> list[dict]:
         try:

@@ -136,13 +136,13 @@ class RayRunner:
     many in flight as the cluster has room for. A task whose worker or node died is not
     retried: its runs stay unfinished, to be run again by a later command."""
 
-    def __init__(self, device: str, address: str | None, threads: int = 1):
+    def __init__(self, device: str, address: str | None, threads: int = 1, keep: int | None = 0):
         import ray
 
         connect(address)
         # a local instance's agents would outlive a kill -9 of this process (core.reaper)
         self.reaper = reaper.start(os.getpid()) if address is None else None
-        self.ray, self.device, self.threads = ray, device, threads
+        self.ray, self.device, self.threads, self.keep = ray, device, threads, keep
         gpus = 1 if device.startswith("cuda") else 0
         self.task = ray.remote(num_cpus=threads, num_gpus=gpus, max_retries=0)(run_unit)
         room = ray.cluster_resources()
@@ -150,7 +150,7 @@ class RayRunner:
         self.refs: dict = {}
 
     def submit(self, unit: list, specs: list[dict]):
-        ref = self.task.remote(unit[0].experiment, specs, self.device, self.threads)
+        ref = self.task.remote(unit[0].experiment, specs, self.device, self.threads, None, self.keep)
         future = ref.future()
         self.refs[future] = ref
         return future

@@ -24,6 +24,7 @@ class RunResult:
     curve: list[dict[str, float]] = field(default_factory=list)  # one dict per evaluation, with "step"
     diverged: bool = False
     extra: dict[str, Any] = field(default_factory=dict)  # JSON-able details (per-task values, ...)
+    model: Any = None  # the trained torch module, kept as a checkpoint (core.checkpoints)
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,10 @@ class Experiment:
     `run_group(specs, ctx) -> [RunResult]` trains runs with equal `group_key(spec)` together
     as one vectorized ensemble, each result equal to what `run` would give alone;
     `step_flops(spec)` (training FLOPs of one step) lets the executor stack only where
-    that pays. `tiny` holds dotted overrides that make a run of about a second: the checks
-    every registered experiment must pass (tests/experiments/test_contract.py) run it.
+    that pays. `make_model(spec)` builds the untrained module a run's `RunResult.model`
+    is (its architecture), so that `load_model` can load a checkpoint into it. `tiny` holds
+    dotted overrides that make a run of about a second: the checks every registered
+    experiment must pass (tests/experiments/test_contract.py) run it.
     """
 
     name: str
@@ -56,6 +59,7 @@ class Experiment:
     run_group: Callable[..., list[RunResult]] | None = None
     group_key: Callable[[Spec], str] | None = None
     step_flops: Callable[[Spec], float] | None = None
+    make_model: Callable[[Spec], Any] | None = None
     tiny: dict[str, Any] = field(default_factory=dict)
     claims: tuple[Claim, ...] = ()
 

@@ -23,6 +23,8 @@ from importlib.metadata import PackageNotFoundError, version
 import numpy as np
 import torch
 
+from bindbench.core import checkpoints
+from bindbench.core.config import run_id, spec_json
 from bindbench.core.device import describe_device, resolve_device, use_cpu
 from bindbench.core.registry import Experiment
 
@@ -104,15 +106,25 @@ def die_with_parent(parent: int, interval: float = 0.5) -> None:
     threading.Thread(target=watch, name="bindbench-parent-watch", daemon=True).start()
 
 
+def _checkpoint(name: str, spec, result, keep: int | None) -> dict:
+    """{"checkpoint": bytes} for a finished run's model that is kept, else {}."""
+    model = result.model
+    if model is None or result.diverged or keep == 0 or (keep is not None and checkpoints.size(model) > keep):
+        return {}
+    return {"checkpoint": checkpoints.encode(model, name, run_id(name, spec), spec_json(spec))}
+
+
 def run_unit(
     experiment: Experiment,
     specs: list[dict],
     device: str,
     threads: int,
     on_eval: Callable[[int, int, dict], None] | None = None,
+    keep: int | None = checkpoints.DEFAULT_MAX_BYTES,
 ) -> list[dict]:
     """Runs one spec, or several as one ensemble; returns one outcome (plain data) per spec.
-    `on_eval(index of the spec, step, point)` is called at each evaluation.
+    `on_eval(index of the spec, step, point)` is called at each evaluation. A trained model
+    of at most `keep` bytes (None: any size; 0: none) comes back as a checkpoint's bytes.
 
     Never raises: a run that fails is an outcome with status `failed` and its traceback.
     """
@@ -135,8 +147,9 @@ def run_unit(
                 "metrics": result.metrics,
                 "curve": result.curve,
                 "extra": {**result.extra, "ensemble_size": len(specs)} if len(specs) > 1 else result.extra,
+                **_checkpoint(experiment.name, spec, result, keep),
             }
-            for result in results
+            for spec, result in zip(resolved, results)
         ]
     except Exception as err:  # a failing run must not stop the sweep
         error = f"{type(err).__name__}: {err}\n{traceback.format_exc()}"

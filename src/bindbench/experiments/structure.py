@@ -23,8 +23,10 @@ import torch
 from matplotlib.figure import Figure
 from pydantic import Field
 
+from bindbench.core import factory
 from bindbench.core.claims import Claim, Verdict, every, exceeds, in_every, per_setting, values
 from bindbench.core.config import Spec
+from bindbench.core.factory import FactoryPath, factory_field, reference_keys
 from bindbench.core.masks import (
     ablate,
     apply_mask,
@@ -58,6 +60,8 @@ class BaseModelSpec(Spec):
     init: Literal["trained", "random"] = Field(
         "trained", description="train the base model, or search an untrained copy (the control)"
     )
+    factory: FactoryPath | None = factory_field("input_dim, output_dim (classes)")
+    _reference_keys = reference_keys("init")
 
 
 class MaskSpec(Spec):
@@ -103,11 +107,40 @@ def check(spec: StructureSpec) -> None:
         make_task(spec.task)
     except ValueError as err:
         raise ValueError(f"task: {err}") from None
-    shape = MLP(1, 1, 1, spec.model.depth)  # the base model's layer names, at no cost
+    shape = check_model(spec) or MLP(1, 1, 1, spec.model.depth)  # the MLP's layer names, at no cost
     for pattern in spec.mask.include:
         if not maskable_weights(shape, include=[pattern]):
             layers = [name.removesuffix(".weight") for name in maskable_weights(shape)]
-            raise ValueError(f"mask.include pattern {pattern!r} matches no layer of {layers}")
+            hint = " (set mask.include to your model's layers)" if spec.model.factory else ""
+            raise ValueError(f"mask.include pattern {pattern!r} matches no layer of {layers}{hint}")
+
+
+# what a model of the user's must be (docs/models.md)
+INTERFACE = "model(x): (batch, input_dim) -> (batch, output_dim) class logits"
+
+
+def check_model(spec: StructureSpec) -> torch.nn.Module | None:
+    """A user's base model, built and called on two of the task's inputs; None for the MLP."""
+    if spec.model.factory is None:
+        return None
+    task = make_task(spec.task)
+    model = make_base(spec, task)
+    x, _ = task.sample("task", 2, generator(None, "eval"))
+    out = factory.try_forward(spec.model.factory, model, x, INTERFACE)
+    factory.expect_tensor(spec.model.factory, out, (2, task.num_classes), INTERFACE)
+    return model
+
+
+def base_of(spec: StructureSpec) -> torch.nn.Module:
+    """A run's untrained base model, as its checkpoint holds it (`Experiment.make_model`)."""
+    return make_base(spec, make_task(spec.task))
+
+
+def make_base(spec: StructureSpec, task) -> torch.nn.Module:
+    """The base model: the user's (model.factory) or the MLP."""
+    if spec.model.factory is not None:
+        return factory.build(spec.model.factory, input_dim=task.input_dim, output_dim=task.num_classes)
+    return MLP(task.input_dim, task.num_classes, spec.model.width, spec.model.depth)
 
 
 def accuracy(model, task, kind: str, split: str, items: int) -> float:
@@ -130,7 +163,7 @@ def _mean_defined(values: list[float]) -> float:
 def run(spec: StructureSpec, ctx) -> RunResult:
     task = make_task(spec.task)
     seed_init(spec.seed)
-    model = MLP(task.input_dim, task.num_classes, spec.model.width, spec.model.depth)
+    model = make_base(spec, task)
     data = generator(spec.seed, "data")
     curve = []
     if spec.model.init == "trained":
@@ -157,7 +190,7 @@ def run(spec: StructureSpec, ctx) -> RunResult:
             metrics[f"{key}_{number}"] = float(np.mean(extra["subroutine"][own]["seeds"][key]))
     ious = [mask_iou(a, b) for a, b in zip(masks[first], masks[second])]
     extra["iou"] = {layer: _mean_defined([iou[layer] for iou in ious]) for layer in ious[0]}
-    return RunResult(metrics=metrics, curve=curve, extra=extra)
+    return RunResult(metrics=metrics, curve=curve, extra=extra, model=model)
 
 
 def search(model, task, spec: StructureSpec, kind: str, penalty: float, number: int):
@@ -348,6 +381,7 @@ EXPERIMENT = register(
         spec=StructureSpec,
         run=run,
         check=check,
+        make_model=base_of,
         plots=plots,
         profiles={
             # quick: one base seed and its random-init control, one penalty, 2 mask seeds

@@ -15,6 +15,7 @@ from bindbench.core.registry import Experiment, RunResult, register
 from bindbench.experiments.hyperteacher.setup import (
     TINY,
     CompositionSpec,
+    build_student,
     check,
     fit,
     group_key,
@@ -54,6 +55,7 @@ EXPERIMENT = register(
         run_group=run_group,
         group_key=group_key,
         step_flops=step_flops,
+        make_model=build_student,
         profiles={
             # Width at low coverage (5% of the 696 combinations): OOD R^2 should rise with
             # width. About 1.5 minutes on 2 CPU cores.

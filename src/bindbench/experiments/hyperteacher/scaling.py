@@ -33,7 +33,7 @@ from bindbench.core.claims import (
     rises_with,
 )
 from bindbench.core.claims import values as metric_values
-from bindbench.core.config import Spec, get_path
+from bindbench.core.config import Spec, SpecError, get_path
 from bindbench.core.metrics import r2_score
 from bindbench.core.probes import capture, features, r2_per_target, ridge_fit, ridge_fit_cg
 from bindbench.core.registry import Experiment, RunResult, register
@@ -43,6 +43,7 @@ from bindbench.experiments.hyperteacher.setup import (
     TINY,
     CompositionSpec,
     Setup,
+    build_student,
     check,
     fit,
     group_key,
@@ -71,6 +72,25 @@ def _ridge(x: torch.Tensor, z: torch.Tensor, probe: ProbeSpec) -> tuple[torch.Te
     return ridge_fit(x, z, probe.alpha)
 
 
+def linear_layers(model: torch.nn.Module) -> list[str]:
+    """The names of the model's Linear layers, in order: the MLP's `hidden.0` .. `readout`."""
+    return [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
+
+
+def summary_layer(layers: list[str]) -> str:
+    """The layer of the summary `decodability_r2`: the last hidden layer (the one before the readout)."""
+    return layers[-2] if len(layers) > 1 else layers[-1]
+
+
+def check_probed(spec: ScalingSpec) -> None:
+    """The family's checks, and a user's model must have Linear layers to probe."""
+    model = check(spec)
+    if model is not None and not linear_layers(model):
+        raise SpecError(
+            f"model.factory={spec.model.factory}: scaling probes every nn.Linear's output; the model has none"
+        )
+
+
 def decodability(setup: Setup, model: torch.nn.Module) -> tuple[dict, dict]:
     """Ridge probes of z from the encoding and from every Linear layer's pre-activations.
 
@@ -82,7 +102,7 @@ def decodability(setup: Setup, model: torch.nn.Module) -> tuple[dict, dict]:
     gen = generator(spec.seed, "probe", device=setup.teacher.device)
     tasks = {split: setup.teacher.sample(spec.probe.tasks, split, gen) for split in ("train", "ood")}
     inputs = {k: student_inputs(b.encoding, b.x) for k, b in tasks.items()}
-    layers = [f"hidden.{i}" for i in range(spec.model.depth)] + ["readout"]
+    layers = linear_layers(model)
     acts = {k: {"encoding": tasks[k].encoding, **capture(model, inputs[k], layers)} for k in tasks}
     half = spec.probe.tasks // 2
     z_id, z_ood = tasks["train"].z, tasks["ood"].z
@@ -94,9 +114,9 @@ def decodability(setup: Setup, model: torch.nn.Module) -> tuple[dict, dict]:
         ood_prediction = x_ood.double() @ weights + bias
         metrics[f"decodability_test_{layer}"] = float(test_r2)
         metrics[f"decodability_ood_{layer}"] = float(r2_per_target(z_ood, ood_prediction).mean())
-        if layer == layers[-2]:
+        if layer == summary_layer(layers):
             summary_prediction = ood_prediction
-    metrics["decodability_r2"] = metrics[f"decodability_ood_{layers[-2]}"]
+    metrics["decodability_r2"] = metrics[f"decodability_ood_{summary_layer(layers)}"]
 
     with torch.no_grad():
         network = r2_score(model(inputs["ood"]), tasks["ood"].y, per_task=True)
@@ -326,7 +346,8 @@ EXPERIMENT = register(
         run_group=run_group,
         group_key=group_key,
         step_flops=step_flops,
-        check=check,
+        make_model=build_student,
+        check=check_probed,
         plots=plots,
         profiles={
             # About 2 minutes on 2 CPU cores: 3 widths x 2 coverages, and the two controls.

@@ -16,8 +16,10 @@ from typing import Literal
 import torch
 from pydantic import Field, field_validator, model_validator
 
+from bindbench.core import factory
 from bindbench.core.config import Spec
 from bindbench.core.ensemble import Ensemble
+from bindbench.core.factory import FactoryPath, factory_field, reference_keys
 from bindbench.core.metrics import r2_score
 from bindbench.core.registry import RunResult
 from bindbench.core.seeds import generator, seed_init
@@ -103,6 +105,8 @@ class MLPSpec(Spec):
         "reference",
         description="reference: LeCun truncated normal, zero bias (the paper's); torch: nn.Linear's",
     )
+    factory: FactoryPath | None = factory_field("input_dim, output_dim")
+    _reference_keys = reference_keys()
 
 
 class CompositionSpec(Spec):
@@ -121,13 +125,41 @@ def make_teacher(spec: CompositionSpec, device: torch.device | str = "cpu") -> H
 
 
 @functools.lru_cache(maxsize=64)
-def _check_task(task_json: str, seed: int) -> None:
-    HyperTeacher(**json.loads(task_json), seed=seed)
+def _check_task(task_json: str, seed: int) -> int:
+    return HyperTeacher(**json.loads(task_json), seed=seed).encoding_dim
 
 
-def check(spec: CompositionSpec) -> None:
-    """Builds the split once per task setting, so an impossible split fails before any run."""
-    _check_task(spec.task.model_dump_json(), spec.seed)
+# what a model of the user's must be (docs/models.md)
+INTERFACE = "model(inputs): (batch, samples, input_dim) -> (batch, samples, output_dim)"
+
+
+def check(spec: CompositionSpec) -> torch.nn.Module | None:
+    """Builds the split once per task setting, so an impossible split fails before any run;
+    a user's model is built and called on an example batch (returned, for callers' own checks)."""
+    encoding_dim = _check_task(spec.task.model_dump_json(), spec.seed)
+    if spec.model.factory is None:
+        return None
+    batch, task = 2, spec.task
+    sizes = {"input_dim": encoding_dim + task.input_dim, "output_dim": task.output_dim}
+    model = factory.build(spec.model.factory, **sizes)
+    out = factory.try_forward(
+        spec.model.factory, model, torch.zeros(batch, task.num_samples, sizes["input_dim"]), INTERFACE
+    )
+    factory.expect_tensor(spec.model.factory, out, (batch, task.num_samples, task.output_dim), INTERFACE)
+    return model
+
+
+def build_student(spec: CompositionSpec) -> torch.nn.Module:
+    """A run's untrained student, as its checkpoint holds it (`Experiment.make_model`)."""
+    return make_student(spec, _check_task(spec.task.model_dump_json(), spec.seed) + spec.task.input_dim)
+
+
+def make_student(spec: CompositionSpec, input_dim: int) -> torch.nn.Module:
+    """The student: the user's model (model.factory) or the reference MLP."""
+    if spec.model.factory is not None:
+        return factory.build(spec.model.factory, input_dim=input_dim, output_dim=spec.task.output_dim)
+    model = spec.model
+    return MLP(input_dim, spec.task.output_dim, model.width, model.depth, model.init)
 
 
 def student_inputs(encoding: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -145,9 +177,7 @@ class Setup:
         self.spec = spec
         self.teacher = make_teacher(spec, device)
         seed_init(spec.seed)
-        input_dim = self.teacher.encoding_dim + spec.task.input_dim
-        model = spec.model
-        self.model = MLP(input_dim, spec.task.output_dim, model.width, model.depth, model.init).to(device)
+        self.model = make_student(spec, self.teacher.encoding_dim + spec.task.input_dim).to(device)
         self.data = generator(spec.seed, "data", device=device)
         held = generator(spec.seed, "eval", device=device)
         self.eval_sets = {
@@ -166,7 +196,7 @@ def result(trained: TrainResult, model: torch.nn.Module) -> RunResult:
     metrics = dict(trained.final)
     metrics["steps_per_second"] = trained.steps / max(trained.seconds, 1e-9)
     metrics["parameters"] = sum(p.numel() for p in model.parameters())
-    return RunResult(metrics=metrics, curve=trained.curve, diverged=trained.diverged)
+    return RunResult(metrics=metrics, curve=trained.curve, diverged=trained.diverged, model=model)
 
 
 def student_loss(model, batch) -> torch.Tensor:
@@ -227,7 +257,11 @@ def step_flops(spec: CompositionSpec) -> float:
 
 
 def group_key(spec: CompositionSpec) -> str:
-    """Runs with the same key have the same parameter shapes and step counts: one ensemble."""
+    """Runs with the same key have the same parameter shapes and step counts: one ensemble.
+
+    A user's model trains alone: its forward may not survive `vmap` (BatchNorm, dropout)."""
+    if spec.model.factory is not None:
+        return spec.model_dump_json()
     free = spec.model_dump(mode="json")
     free.pop("seed")
     for key in ("lr", "weight_decay", "schedule", "half_life", "warmup_steps"):

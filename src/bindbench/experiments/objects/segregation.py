@@ -174,7 +174,7 @@ def run(spec: SegregationSpec, ctx) -> RunResult:
         if spec.data.held_out:
             held = setup.evaluation_set(spec, device, 3, split="test")
             metrics.update({f"held_out_{k}": v for k, v in setup.score(model, held).items()})
-        if spec.model.kind == "slot_attention":
+        if spec.model.kind == "slot_attention" and spec.model.factory is None:
             trained_iters = model.slot_attention.iters
             for iters in spec.test_iters:
                 model.slot_attention.iters = iters
@@ -183,21 +183,23 @@ def run(spec: SegregationSpec, ctx) -> RunResult:
             model.slot_attention.iters = trained_iters
     metrics["seconds_training"] = trained.seconds
     metrics["parameters"] = float(sum(p.numel() for p in model.parameters()))
-    return RunResult(metrics=metrics, curve=trained.curve, extra={"pictures": kept} if kept else {})
+    extra = {"pictures": kept} if kept else {}
+    return RunResult(metrics=metrics, curve=trained.curve, extra=extra, model=model)
 
 
 # ----------------------------------------------------------------------------- plots
 
 
 def _grouper(runs: list[dict]):
-    """name(spec): the model kind, with the settings that differ between the runs (a recipe,
-    the scenes), but the seed."""
-    keys = varying([r["spec"] for r in runs], ignore={"seed", "model.kind"})
+    """name(spec): the model kind (or the user's factory), with the settings that differ between
+    the runs (a recipe, the scenes), but the seed."""
+    keys = varying([r["spec"] for r in runs], ignore={"seed", "model.kind", "model.factory"})
 
     def name(spec: dict) -> str:
         flat = flatten(spec)
         settings = ", ".join(f"{k.split('.')[-1]}={flat.get(k)}" for k in keys)
-        return spec["model"]["kind"] + (f" ({settings})" if settings else "")
+        model = spec["model"].get("factory") or spec["model"]["kind"]
+        return model + (f" ({settings})" if settings else "")
 
     return name
 
@@ -457,6 +459,7 @@ EXPERIMENT = register(
         spec=SegregationSpec,
         run=run,
         check=check,
+        make_model=setup.autoencoder_of,
         plots=plots,
         profiles={
             # CPU: the cheap layout (stride-2 encoder, per-pixel MLP decoder, loss on 256 random

@@ -16,12 +16,15 @@ import torch
 from matplotlib.figure import Figure
 from pydantic import Field
 
-from bindbench.core.config import Spec
+from bindbench.core import factory
+from bindbench.core.config import Spec, SpecError
+from bindbench.core.factory import FactoryPath, factory_field, reference_keys
 from bindbench.core.report import Plot, bars, column_width, spread
 from bindbench.core.seeds import generator, seed_init
 from bindbench.core.segmentation import segmentation_scores
 from bindbench.core.training import TrainSpec, train
 from bindbench.models import Layout, SlotAutoencoder, SlotMLPAutoencoder
+from bindbench.models.slot_attention import AutoencoderOutput
 from bindbench.tasks.binding import BindingTask
 from bindbench.tasks.scenes import Scenes, Tetrominoes
 
@@ -76,6 +79,8 @@ class AutoencoderSpec(Spec):
     decoder_frequencies: int = Field(
         0, ge=0, le=8, description="sines and cosines of position, 1/2, 1, 2, ... cycles per image (mlp)"
     )
+    factory: FactoryPath | None = factory_field("resolution, num_slots, slot_dim")
+    _reference_keys = reference_keys("num_slots", "slot_dim")
 
 
 class SceneSpec(Spec):
@@ -209,10 +214,88 @@ def check(spec: SlotsSpec) -> None:
         make_scenes(data)
     except ValueError as err:
         raise ValueError(f"data: {err}") from None
+    check_own_autoencoder(spec)
 
 
-def make_model(m: AutoencoderSpec, resolution: int) -> SlotAutoencoder | SlotMLPAutoencoder:
-    """The autoencoder `m` describes, for square images of side `resolution`."""
+# what an autoencoder of the user's must be (docs/models.md)
+INTERFACE = (
+    "model(images, noise=noise): images (batch, 3, h, w), initial-slot noise (batch, num_slots, slot_dim)"
+    " if forward takes it -> .reconstruction (batch, 3, h, w) and .masks (batch, slots, h, w)"
+)
+
+
+class OwnAutoencoder(torch.nn.Module):
+    """A user's autoencoder (`own`) behind the interface the object experiments call.
+
+    Its forward takes the images, and the initial-slot noise if it has a `noise` argument; it
+    returns an object or dict with `reconstruction` (b, 3, h, w) and `masks` (b, k, h, w),
+    softmax-normalized over slots, and optionally `slot_rgb` (b, k, 3, h, w) and `slots`
+    (b, k, d), or a tuple (reconstruction, masks). A loss on a subset of pixels decodes them
+    all and picks the subset (no speed-up, the same loss)."""
+
+    def __init__(self, own: torch.nn.Module, path: str):
+        super().__init__()
+        self.own, self.path = own, path
+        self.takes_noise = factory.accepts(own, "noise")
+
+    def forward(self, images, noise=None, pixels=None) -> AutoencoderOutput:
+        out = self.own(images, noise=noise) if self.takes_noise else self.own(images)
+        parts = _parts(out, self.path)
+        reconstruction, masks = parts["reconstruction"], parts["masks"]
+        slot_rgb = parts.get("slot_rgb")
+        if slot_rgb is None:  # pictures show each slot's share of the whole reconstruction
+            slot_rgb = reconstruction.unsqueeze(1).expand(-1, masks.shape[1], -1, -1, -1)
+        slots = parts.get("slots")
+        if slots is None:
+            slots = masks.new_zeros(masks.shape[0], masks.shape[1], 0)
+        if pixels is not None:
+            reconstruction, masks = reconstruction.flatten(2)[:, :, pixels], masks.flatten(2)[:, :, pixels]
+            slot_rgb = slot_rgb.flatten(3)[..., pixels]
+        return AutoencoderOutput(reconstruction, masks, slot_rgb, slots)
+
+
+def _parts(out, path: str) -> dict:
+    if isinstance(out, (tuple, list)) and len(out) == 2:
+        return {"reconstruction": out[0], "masks": out[1]}
+    names = ("reconstruction", "masks", "slot_rgb", "slots")
+    parts = dict(out) if isinstance(out, dict) else {n: getattr(out, n) for n in names if hasattr(out, n)}
+    missing = " or ".join(n for n in names[:2] if n not in parts)
+    if missing:
+        raise SpecError(
+            f"model.factory={path}: the output has no {missing}; the experiment calls {INTERFACE}"
+        )
+    return parts
+
+
+def check_own_autoencoder(spec: SlotsSpec, needs_slots: bool = False) -> None:
+    """Builds a user's autoencoder and calls it on two blank images; one line if it does not fit."""
+    path, m, side = spec.model.factory, spec.model, spec.data.resolution
+    if path is None:
+        return
+    model = make_model(m, side)
+    images, noise = torch.zeros(2, 3, side, side), torch.zeros(2, m.num_slots, m.slot_dim)
+    out = factory.try_forward(path, model, images, INTERFACE, noise=noise)
+    factory.expect_tensor(path, out.reconstruction, (2, 3, side, side), INTERFACE, "the reconstruction")
+    k = out.masks.shape[1] if out.masks.dim() == 4 else m.num_slots
+    factory.expect_tensor(path, out.masks, (2, k, side, side), INTERFACE, "the masks")
+    if needs_slots and (out.slots.dim() != 3 or out.slots.shape[:2] != (2, k) or out.slots.shape[2] == 0):
+        raise SpecError(
+            f"model.factory={path}: slot_probe reads .slots (batch, slots, d) from the output; it gave"
+            f" {tuple(out.slots.shape) if out.slots.shape[2] else 'none'}"
+        )
+
+
+def autoencoder_of(spec: SlotsSpec) -> torch.nn.Module:
+    """A run's untrained autoencoder, as its checkpoint holds it (`Experiment.make_model`)."""
+    return make_model(spec.model, spec.data.resolution)
+
+
+def make_model(m: AutoencoderSpec, resolution: int) -> torch.nn.Module:
+    """The autoencoder `m` describes, for square images of side `resolution` (a user's, behind
+    `OwnAutoencoder`, when `m.factory` is set)."""
+    if m.factory is not None:
+        own = factory.build(m.factory, resolution=resolution, num_slots=m.num_slots, slot_dim=m.slot_dim)
+        return OwnAutoencoder(own, m.factory)
     layout = Layout(m.encoder_stride, m.decoder, m.decoder_hidden, m.decoder_layers, m.decoder_frequencies)
     if m.kind == "slot_mlp":
         return SlotMLPAutoencoder(resolution, m.num_slots, m.channels, m.slot_dim, m.hidden, layout)

@@ -49,6 +49,7 @@ def check(spec: SlotProbeSpec) -> None:
     if not spec.data.held_out:
         raise ValueError("data.held_out must be > 0: the probe scores held-out pairs")
     setup.check(spec)
+    setup.check_own_autoencoder(spec, needs_slots=True)
 
 
 def slot_features(model, batch, noise: torch.Tensor):
@@ -103,7 +104,7 @@ def run(spec: SlotProbeSpec, ctx) -> RunResult:
             truth = c if attribute == "colour" else s
             right = (features.double() @ weights + bias).argmax(1) == truth
             metrics[f"probe_{attribute}_{split}"] = right[counted].double().mean().item()
-    return RunResult(metrics=metrics, curve=trained.curve)
+    return RunResult(metrics=metrics, curve=trained.curve, model=model)
 
 
 def probe_plot(runs: list[dict]) -> Plot | None:
@@ -156,6 +157,7 @@ EXPERIMENT = register(
         spec=SlotProbeSpec,
         run=run,
         check=check,
+        make_model=setup.autoencoder_of,
         plots=plots,
         profiles={
             # quick: a look at the pipeline; slots that segment need the full budget

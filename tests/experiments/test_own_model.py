@@ -1,0 +1,178 @@
+"""A user's own model in the experiments (`model.factory`): trained, checked, kept apart."""
+
+import math
+import textwrap
+
+import pytest
+import torch
+from torch import nn
+
+import bindbench
+from bindbench.cli import main
+from bindbench.core.config import spec_json
+from bindbench.core.registry import EXPERIMENTS
+from bindbench.core.store import Store
+
+
+class GatedMLP(nn.Module):
+    """A model BindBench does not have: a gated hidden layer with BatchNorm (the user's own)."""
+
+    def __init__(self, input_dim: int, output_dim: int, width: int = 12):
+        super().__init__()
+        self.value, self.gate = nn.Linear(input_dim, width), nn.Linear(input_dim, width)
+        self.norm = nn.BatchNorm1d(width)
+        self.readout = nn.Linear(width, output_dim)
+
+    def forward(self, x):
+        h = torch.relu(self.value(x)) * torch.sigmoid(self.gate(x))
+        flat = self.norm(h.reshape(-1, h.shape[-1])).reshape(h.shape)  # any leading axes
+        return self.readout(flat)
+
+
+class PixelMixture(nn.Module):
+    """An autoencoder of the user's: per-pixel slot masks from a 1 x 1 convolution, one colour per slot."""
+
+    def __init__(self, resolution: int, num_slots: int, slot_dim: int):
+        super().__init__()
+        self.logits = nn.Conv2d(3, num_slots, 1)
+        self.rgb = nn.Parameter(torch.rand(num_slots, 3))
+
+    def forward(self, images):
+        masks = self.logits(images).softmax(1)  # (b, k, h, w)
+        return {"reconstruction": torch.einsum("bkhw,kc->bchw", masks, self.rgb), "masks": masks}
+
+
+def wide_gated_mlp(input_dim: int, output_dim: int) -> GatedMLP:
+    return GatedMLP(input_dim, output_dim, width=24)
+
+
+def parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _tiny(name: str, **more) -> dict:
+    return {**EXPERIMENTS[name].tiny, **more}
+
+
+@pytest.mark.parametrize(
+    "name, factory, sizes, more",
+    [
+        ("composition", GatedMLP, {"input_dim": 6 + 16, "output_dim": 16}, {}),
+        ("scaling", GatedMLP, {"input_dim": 6 + 16, "output_dim": 16}, {}),
+        ("structure", GatedMLP, None, {"mask.include": ["value", "gate"]}),
+        ("segregation", PixelMixture, None, {}),
+    ],
+)
+def test_a_users_module_trains_through_the_experiment_and_gets_metrics(tmp_path, name, factory, sizes, more):
+    folder = bindbench.run(
+        name, sets={**_tiny(name, **more), "model.factory": factory}, out=tmp_path / "out", quiet=True
+    )
+    runs = Store(folder, create=False).runs()  # scaling: its controls too
+    assert runs and all(r["status"] == "done" for r in runs), [r.get("error") for r in runs]
+    run = runs[0]
+    assert run["spec"]["model"]["factory"] == f"{__name__}:{factory.__name__}"
+    headline = EXPERIMENTS[name].metrics[0] if name != "structure" else "base_accuracy"
+    assert math.isfinite(run["metrics"][headline])
+    if sizes is not None:  # the run trained the user's module, at the sizes the docs give
+        assert run["metrics"]["parameters"] == parameters(factory(**sizes))
+    if name == "scaling":  # the probes read every Linear of the user's model
+        assert {"decodability_ood_value", "decodability_ood_gate", "decodability_ood_readout"} <= set(
+            run["metrics"]
+        )
+
+
+def _cli(capsys, tmp_path, monkeypatch, module: str, source: str, *argv) -> tuple[int, str]:
+    (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    code = main(["run", *argv, "--out", str(tmp_path / "out")])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "experiment, source, words",
+    [
+        (
+            "composition",
+            "def build(input_dim, output_dim):\n    return nn.Linear(input_dim, output_dim + 1)",
+            ["(2, 16, 17), not (2, 16, 16)", "(batch, samples, input_dim) -> (batch, samples, output_dim)"],
+        ),
+        (
+            "structure",
+            "def build(input_dim, output_dim):\n    return nn.Linear(input_dim + 1, output_dim)",
+            ["(batch, input_dim) -> (batch, output_dim)", "RuntimeError"],
+        ),
+        (
+            "segregation",
+            "def build(resolution, num_slots, slot_dim):\n    return nn.Conv2d(3, 3, 1)",
+            ["no reconstruction or masks", ".masks (batch, slots, h, w)"],
+        ),
+        ("composition", "def build(width):\n    return nn.Linear(width, width)", ["input_dim=", "TypeError"]),
+        ("composition", "def build(input_dim, output_dim):\n    return 3", ["returned a int", "nn.Module"]),
+        ("composition", "build = 3", ["build is a int, not a callable"]),
+    ],
+)
+def test_a_model_that_does_not_fit_exits_2_with_one_line(
+    capsys, tmp_path, monkeypatch, experiment, source, words
+):
+    module = f"users_model_{abs(hash(source))}"  # a module of its own per case
+    code, err = _cli(
+        capsys,
+        tmp_path,
+        monkeypatch,
+        module,
+        "from torch import nn\n" + source,
+        experiment,
+        "--set",
+        f"model.factory={module}:build",
+    )
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1, err
+    for word in words:
+        assert word in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "value, words",
+    [
+        ("no_such_module_here:build", ["cannot import no_such_module_here"]),
+        ("oops", ["package.module:callable"]),
+    ],
+)
+def test_a_factory_that_cannot_be_found_exits_2_with_one_line(capsys, tmp_path, monkeypatch, value, words):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "composition", "--set", f"model.factory={value}", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    for word in words:
+        assert word in err
+
+
+def test_the_run_id_includes_the_factory_and_runs_without_one_keep_their_ids():
+    def ids(sets):
+        return [
+            job.run_id for job in bindbench.plan("composition", sets={**_tiny("composition"), **sets}).jobs
+        ]
+
+    (mine,), (other,), (reference,) = (
+        ids({"model.factory": GatedMLP}),
+        ids({"model.factory": wide_gated_mlp}),
+        ids({}),
+    )
+    assert len({mine, other, reference}) == 3
+    # the key is left out of the spec while unset, so ids made before it existed still hold
+    (job,) = bindbench.plan("composition", sets=_tiny("composition")).jobs
+    assert "factory" not in spec_json(job.spec)
+
+
+def test_a_profiles_sweep_over_the_reference_models_keys_is_one_run_of_the_users_model():
+    assert len(bindbench.plan("composition").jobs) == 5  # quick: five widths of the MLP
+    (job,) = bindbench.plan("composition", sets={"model.factory": GatedMLP}).jobs
+    assert job.spec.model.width == type(job.spec.model)().width  # left at its default
+    # structure's init (trained or the random control) is the experiment's own, kept
+    jobs = bindbench.plan(
+        "structure",
+        sets={"model.factory": GatedMLP, "mask.include": ["gate"], "model.init": ["trained", "random"]},
+    ).jobs
+    assert len(jobs) == 2
