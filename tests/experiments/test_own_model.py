@@ -176,3 +176,23 @@ def test_a_profiles_sweep_over_the_reference_models_keys_is_one_run_of_the_users
         sets={"model.factory": GatedMLP, "mask.include": ["gate"], "model.init": ["trained", "random"]},
     ).jobs
     assert len(jobs) == 2
+
+
+def test_the_readme_examples_model_fits_composition_and_structure(monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[2] / "docs" / "examples"))
+    sets = {"model.factory": "gated_mlp:GatedMLP"}
+    assert len(bindbench.plan("composition", sets=sets).jobs) == 1  # checked on an example batch
+    assert bindbench.plan("structure", sets={**sets, "mask.include": ["value", "gate"]}).jobs
+
+
+def test_segregation_keeps_the_users_autoencoder_behind_its_adapter(tmp_path):
+    folder = bindbench.run(
+        "segregation", sets={**_tiny("segregation"), "model.factory": PixelMixture}, out=tmp_path, quiet=True
+    )
+    (run,) = Store(folder, create=False).runs()
+    model = bindbench.load_model(folder, run["id"])
+    assert isinstance(model.own, PixelMixture) and not model.own.training
+    out = model(torch.rand(2, 3, 16, 16))
+    assert out.masks.shape == (2, 4, 16, 16) and torch.allclose(out.masks.sum(1), torch.ones(2, 16, 16))
