@@ -83,7 +83,7 @@ def run_command(
     target: str = typer.Argument(None, help="experiment, suite or spec YAML (default: the default suite)"),
     profile: str = typer.Option("quick", help="quick | full | paper"),
     set_: list[str] = typer.Option(
-        [], "--set", metavar="KEY=VALUE", help="override a key (repeat for more); KEY=[a,b] sweeps"
+        [], "--set", metavar="KEY=VALUE", help="override a key (KEY=[a,b] sweeps); repeatable"
     ),
     out: Path = typer.Option(
         None, parser=_path, metavar="PATH", help="output folder (default: runs/<target>-<profile>-<hash>)"
