@@ -100,6 +100,9 @@ def run_command(
     address: str = typer.Option(None, help="Ray cluster: host:port, ray://host:port or auto"),
     seed: int = typer.Option(None, min=0, help="set the seed of every run"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar or per-run lines"),
+    log_to: list[str] = typer.Option(
+        [], "--log-to", metavar="SINK", help="mirror each run to mlflow or tensorboard (repeatable)"
+    ),
     save_models: bool = typer.Option(
         None,
         "--save-models/--no-save-models",
@@ -138,6 +141,7 @@ def run_command(
             quiet=quiet,
             console=console,
             save_models=save_models,
+            log_to=tuple(log_to),
         )
     except KeyboardInterrupt as err:  # caught here: Typer would turn it into a silent exit 130
         interrupt = err

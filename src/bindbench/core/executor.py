@@ -17,7 +17,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 
-from bindbench.core import checkpoints
+from bindbench.core import checkpoints, trackers
 from bindbench.core.config import SpecError, spec_json
 from bindbench.core.device import resolve_device, threads_per_worker
 from bindbench.core.plan import Job
@@ -42,7 +42,8 @@ class RunOptions:
     member of an ensemble too).
     A run that another command sharing the folder finished is passed to `on_finish` with
     `outcome["elsewhere"]` true.
-    `save_models`: keep each finished run's trained model in `<folder>/models/` (None: those
+    `log_to`: trackers that mirror each run this command finishes (`core.trackers`: mlflow,
+    tensorboard). `save_models`: keep each finished run's trained model in `<folder>/models/` (None: those
     of at most `core.checkpoints.DEFAULT_MAX_BYTES`); `outcome["checkpoint"]` is its path.
     """
 
@@ -56,6 +57,7 @@ class RunOptions:
     on_finish: Callable[[Job, dict], None] | None = None
     on_eval: Callable[[Job, int, dict], None] | None = None
     save_models: bool | None = None
+    log_to: tuple[str, ...] = ()
 
     @property
     def keep(self) -> int | None:
@@ -67,6 +69,7 @@ class RunOptions:
             raise SpecError(f"--backend {self.backend!r}: allowed are {', '.join(BACKENDS)}")
         if self.workers < 1:
             raise SpecError(f"--workers {self.workers}: must be at least 1")
+        trackers.check(self.log_to)
         if self.threads is not None and self.threads < 1:
             raise SpecError(f"--threads {self.threads}: must be at least 1")
 
@@ -106,6 +109,7 @@ def execute(jobs: list[Job], store: Store, options: RunOptions = RunOptions()) -
     if not pending:  # everything finished before: no threads to choose (a 0.25 s measurement)
         return []
     device = options.device
+    sinks = trackers.make(options.log_to, store.folder)
     with store.leases() as owner:
         claims = _Claims(store, owner, pending, options, resolve_device(device).type)
 
@@ -115,7 +119,7 @@ def execute(jobs: list[Job], store: Store, options: RunOptions = RunOptions()) -
                     outcome["checkpoint"] = str(
                         checkpoints.write(store.folder, job.run_id, outcome["checkpoint"])
                     )
-                store.finish(
+                stored = store.finish(
                     job.run_id,
                     outcome["status"],
                     metrics=outcome.get("metrics"),
@@ -126,6 +130,9 @@ def execute(jobs: list[Job], store: Store, options: RunOptions = RunOptions()) -
                     device=outcome["device"],
                     owner=owner,
                 )
+                if stored and sinks:
+                    spec = job.spec.model_dump(mode="json")
+                    trackers.mirror(sinks, job.experiment.name, job.run_id, spec, outcome)
                 if options.on_finish is not None:
                     options.on_finish(job, outcome)
 
