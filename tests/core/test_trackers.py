@@ -3,7 +3,9 @@ read back with the trackers' own readers."""
 
 import importlib.util
 
+import mlflow  # the extras, which `make test` installs: missing, these tests fail rather than skip
 import pytest
+from tensorboard.backend.event_processing import event_accumulator
 
 import bindbench
 from bindbench.cli import main
@@ -11,9 +13,6 @@ from bindbench.core import trackers
 from bindbench.core.config import flatten
 from bindbench.core.registry import EXPERIMENTS
 from bindbench.core.store import Store
-
-mlflow = pytest.importorskip("mlflow")  # the extras: `make test` installs both
-event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 
 
 def _tiny(tmp_path, log_to, **sets):
