@@ -123,7 +123,9 @@ def in_every(parts: dict[str, list[dict]], check: Callable[[list[dict]], Verdict
 
 def rises_with(runs: list[dict], metric: str, key: str) -> Verdict:
     """Whether the mean `metric` over seeds rises at every step up in `key` (at least two
-    values), in every part of the runs that differ in nothing else."""
+    values), in every part of the runs that differ in nothing else. Runs without `key` (a
+    user's model has no width) take no part."""
+    runs = [r for r in runs if flatten(r["spec"]).get(key) is not None]
 
     def one(part: list[dict]) -> Verdict:
         by_value: dict = {}

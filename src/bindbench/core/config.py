@@ -20,8 +20,9 @@ import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from pydantic import (
@@ -32,9 +33,45 @@ from pydantic import (
     ValidationInfo,
     field_validator,
     model_serializer,
+    model_validator,
 )
 
 from bindbench.core.errors import SpecError  # noqa: F401  (re-exported: its home for most callers)
+
+
+@dataclass(frozen=True)
+class ReferenceKeys:
+    """The keys of a spec that describe an experiment's reference model, which a user's model
+    (`model.factory`) replaces. With a factory set they are left at their defaults when the
+    spec is built, so that a profile's sweep over them (composition's widths) is one run of
+    the user's model, and out of the stored JSON, so that no table shows a width the run
+    never had. `part`: the sub-spec holding them (None: the model spec holding `factory`);
+    `kept`: its keys that still apply to a user's model. Or `dropped`: keys of an experiment
+    spec itself (neurons' `depth`), whose `model.factory` is the user's."""
+
+    kept: tuple[str, ...] = ()
+    part: str | None = None
+    dropped: tuple[str, ...] = ()
+
+    def applies(self, data: Any) -> bool:
+        model = data if self.part is None and not self.dropped else _get(data, "model")
+        return _get(model, "factory") is not None
+
+    def reset(self, data: dict) -> dict:
+        if self.dropped:
+            return {k: v for k, v in data.items() if k not in self.dropped}
+        if self.part is None:
+            return self._keep(data)
+        sub = data.get(self.part)
+        sub = sub.model_dump() if isinstance(sub, BaseModel) else sub
+        return {**data, self.part: self._keep(sub)} if isinstance(sub, dict) else data
+
+    def _keep(self, values: dict) -> dict:
+        return {k: v for k, v in values.items() if k in (*self.kept, "factory")}
+
+
+def _get(data: Any, key: str) -> Any:
+    return data.get(key) if isinstance(data, dict) else getattr(data, key, None)
 
 
 class Spec(BaseModel):
@@ -44,6 +81,14 @@ class Spec(BaseModel):
     (`spec.model_copy(update=...)` gives a changed copy)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    REFERENCE: ClassVar[ReferenceKeys | None] = None  # what a user's model replaces, if anything
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reference_keys_reset(cls, data: Any) -> Any:
+        if cls.REFERENCE is not None and isinstance(data, dict) and cls.REFERENCE.applies(data):
+            return cls.REFERENCE.reset(data)
+        return data
 
     @field_validator("*", mode="before")
     @classmethod
@@ -66,6 +111,8 @@ class Spec(BaseModel):
                 and getattr(self, name) == info.default
             ):
                 data.pop(name, None)
+        if self.REFERENCE is not None and self.REFERENCE.applies(self):
+            data = self.REFERENCE.reset(data)
         return data
 
 
@@ -313,7 +360,16 @@ def varying(specs: list[Mapping], ignore: Iterable[str] = ()) -> list[str]:
     what tells runs apart, beyond what a caller already shows."""
     flat = [flatten(s) for s in specs]
     keys = sorted({k for f in flat for k in f} - set(ignore))
-    return [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
+    return [k for k in keys if len({repr(f.get(k)) for f in flat if _applies(f, k)}) > 1]
+
+
+FACTORY_KEY = "model.factory"  # where every experiment takes a user's model
+
+
+def _applies(flat: dict, key: str) -> bool:
+    """Whether a flattened spec has a value at `key`: present, or absent at its default. A
+    run of a user's model lacks the reference model's keys (ReferenceKeys): they do not apply."""
+    return key in flat or FACTORY_KEY not in flat
 
 
 def describe_fields(

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import torch
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field
 
 from bindbench.core.errors import SpecError
 from bindbench.core.inputs import Inputs, call
@@ -52,19 +52,6 @@ def factory_field(sizes: str) -> Any:
         description=f"package.module:callable building your model from {sizes} (null: the reference)",
         json_schema_extra={"omit_at_default": True},
     )
-
-
-def reference_keys(*kept: str) -> Any:
-    """A model spec's validator: with a factory set, its keys that describe the reference model
-    (all but `factory` and `kept`) are left at their defaults, so that a profile's sweep over
-    them (composition's widths) is one run of the user's model, not several equal ones."""
-
-    def _ignored_with_a_factory(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("factory") is not None:
-            return {key: value for key, value in data.items() if key in (*kept, "factory")}
-        return data
-
-    return model_validator(mode="before")(_ignored_with_a_factory)
 
 
 def register(factory: Callable[..., torch.nn.Module]) -> str:

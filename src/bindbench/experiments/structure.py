@@ -25,8 +25,8 @@ from pydantic import Field
 
 from bindbench.core import factory
 from bindbench.core.claims import Claim, Verdict, every, exceeds, in_every, per_setting, values
-from bindbench.core.config import Spec
-from bindbench.core.factory import FactoryPath, factory_field, reference_keys
+from bindbench.core.config import ReferenceKeys, Spec
+from bindbench.core.factory import FactoryPath, factory_field
 from bindbench.core.masks import (
     ablate,
     apply_mask,
@@ -61,7 +61,7 @@ class BaseModelSpec(Spec):
         "trained", description="train the base model, or search an untrained copy (the control)"
     )
     factory: FactoryPath | None = factory_field("input_dim, output_dim (classes)")
-    _reference_keys = reference_keys("init")
+    REFERENCE = ReferenceKeys(kept=("init",))
 
 
 class MaskSpec(Spec):
@@ -251,7 +251,9 @@ def subroutine_masks(model, task, spec: StructureSpec, own: str, other: str) -> 
 
 
 def _label(spec: dict) -> str:
-    return f"{spec['task']['name']}, {spec['model']['init']}"
+    """The task and the base model: its initialization, and the user's factory if any."""
+    factory = spec["model"].get("factory")
+    return f"{spec['task']['name']}, {spec['model']['init']}" + (f", {factory}" if factory else "")
 
 
 BARS = ["sub_own", "sub_other", "abl_own", "abl_other", "random_abl_own", "random_abl_other"]
@@ -305,10 +307,11 @@ def layer_plot(runs: list[dict]) -> Plot | None:
     """Per task and masked layer: the fraction of weights each subroutine's mask keeps, and the
     IoU of the two masks (trained base models)."""
     done = [r for r in runs if r["status"] == "done" and "iou" in r["extra"]]
-    by_task = defaultdict(list)
+    by_task = defaultdict(list)  # per task and model: a user's model has its own layers
     for r in done:
         if r["spec"]["model"]["init"] == "trained":
-            by_task[r["spec"]["task"]["name"]].append(r)
+            factory = r["spec"]["model"].get("factory")
+            by_task[r["spec"]["task"]["name"] + (f", {factory}" if factory else "")].append(r)
     if not by_task:
         return None
     fig = Figure(figsize=(8, 3.2 * len(by_task)), layout="constrained")

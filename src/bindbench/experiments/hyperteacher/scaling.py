@@ -160,9 +160,14 @@ def _done(runs: list[dict]) -> list[dict]:
     return [r for r in runs if r["status"] == "done" and "decodability_r2" in r["metrics"]]
 
 
+def _reference(runs: list[dict]) -> list[dict]:
+    """The runs of the reference MLP, which has a width (a user's model has none)."""
+    return [r for r in runs if "width" in r["spec"]["model"]]
+
+
 def heatmap_plot(runs: list[dict]) -> Plot | None:
     """Mean OOD R^2 (over seeds) over width x coverage, random support, one panel per depth."""
-    main = [r for r in _done(runs) if _get(r, "task.support") == "random"]
+    main = [r for r in _reference(_done(runs)) if _get(r, "task.support") == "random"]
     widths = sorted({_get(r, "model.width") for r in main})
     coverages = sorted({round(1 - _get(r, "task.frac_ood"), 6) for r in main})
     depths = sorted({_get(r, "model.depth") for r in main})
@@ -228,7 +233,7 @@ def correlation_plot(runs: list[dict]) -> Plot | None:
 
 def controls_plot(runs: list[dict]) -> Plot | None:
     """OOD R^2 against width for each support, at the coverages the controls were run at."""
-    done = _done(runs)
+    done = _reference(_done(runs))
     controls = {_get(r, "task.frac_ood") for r in done if _get(r, "task.support") != "random"}
     shown = [r for r in done if _get(r, "task.frac_ood") in controls]
     if not controls or len({_get(r, "task.support") for r in shown}) < 2:
@@ -274,11 +279,12 @@ def _control_fails(runs: list[dict], support: str) -> Verdict:
     """The control's mean OOD R² below 0.5 at every width it was trained at."""
 
     def one(part: list[dict]) -> Verdict:
-        widths = sorted({r["spec"]["model"]["width"] for r in part})
+        widths = sorted({r["spec"]["model"].get("width") for r in part}, key=str)  # None: a user's model
+        names = {w: f"width {w}" if w is not None else "your model" for w in widths}
         return every(
             {
-                f"width {w}": beyond(
-                    metric_values(part, "ood_r2", model__width=w), 0.5, f"OOD R² at width {w}", above=False
+                names[w]: beyond(
+                    metric_values(part, "ood_r2", model__width=w), 0.5, f"OOD R² at {names[w]}", above=False
                 )
                 for w in widths
             }

@@ -17,9 +17,9 @@ import torch
 from pydantic import Field, field_validator, model_validator
 
 from bindbench.core import factory
-from bindbench.core.config import Spec
+from bindbench.core.config import ReferenceKeys, Spec
 from bindbench.core.ensemble import Ensemble
-from bindbench.core.factory import FactoryPath, factory_field, reference_keys
+from bindbench.core.factory import FactoryPath, factory_field
 from bindbench.core.metrics import r2_score
 from bindbench.core.registry import RunResult
 from bindbench.core.seeds import generator, seed_init
@@ -106,7 +106,7 @@ class MLPSpec(Spec):
         description="reference: LeCun truncated normal, zero bias (the paper's); torch: nn.Linear's",
     )
     factory: FactoryPath | None = factory_field("input_dim, output_dim")
-    _reference_keys = reference_keys()
+    REFERENCE = ReferenceKeys()
 
 
 class CompositionSpec(Spec):
@@ -133,14 +133,15 @@ def _check_task(task_json: str, seed: int) -> int:
 INTERFACE = "model(inputs): (batch, samples, input_dim) -> (batch, samples, output_dim)"
 
 
-def check(spec: CompositionSpec) -> torch.nn.Module | None:
+def check(spec: CompositionSpec, **more: int) -> torch.nn.Module | None:
     """Builds the split once per task setting, so an impossible split fails before any run;
-    a user's model is built and called on an example batch (returned, for callers' own checks)."""
+    a user's model is built (given `more` sizes too) and called on an example batch (returned,
+    for callers' own checks)."""
     encoding_dim = _check_task(spec.task.model_dump_json(), spec.seed)
     if spec.model.factory is None:
         return None
     batch, task = 2, spec.task
-    sizes = {"input_dim": encoding_dim + task.input_dim, "output_dim": task.output_dim}
+    sizes = {"input_dim": encoding_dim + task.input_dim, "output_dim": task.output_dim, **more}
     model = factory.build(spec.model.factory, **sizes)
     out = factory.try_forward(
         spec.model.factory, model, torch.zeros(batch, task.num_samples, sizes["input_dim"]), INTERFACE
@@ -154,10 +155,10 @@ def build_student(spec: CompositionSpec) -> torch.nn.Module:
     return make_student(spec, _check_task(spec.task.model_dump_json(), spec.seed) + spec.task.input_dim)
 
 
-def make_student(spec: CompositionSpec, input_dim: int) -> torch.nn.Module:
-    """The student: the user's model (model.factory) or the reference MLP."""
+def make_student(spec: CompositionSpec, input_dim: int, **more: int) -> torch.nn.Module:
+    """The student: the user's model (model.factory, given `more` sizes too) or the reference MLP."""
     if spec.model.factory is not None:
-        return factory.build(spec.model.factory, input_dim=input_dim, output_dim=spec.task.output_dim)
+        return factory.build(spec.model.factory, input_dim=input_dim, output_dim=spec.task.output_dim, **more)
     model = spec.model
     return MLP(input_dim, spec.task.output_dim, model.width, model.depth, model.init)
 
@@ -173,11 +174,11 @@ SPLITS = ("id", "ood")
 class Setup:
     """What one run needs: its teacher, fresh model, data stream and fixed evaluation sets."""
 
-    def __init__(self, spec: CompositionSpec, device: torch.device):
+    def __init__(self, spec: CompositionSpec, device: torch.device, **sizes: int):
         self.spec = spec
         self.teacher = make_teacher(spec, device)
         seed_init(spec.seed)
-        self.model = make_student(spec, self.teacher.encoding_dim + spec.task.input_dim).to(device)
+        self.model = make_student(spec, self.teacher.encoding_dim + spec.task.input_dim, **sizes).to(device)
         self.data = generator(spec.seed, "data", device=device)
         held = generator(spec.seed, "eval", device=device)
         self.eval_sets = {
@@ -210,13 +211,14 @@ def _ensemble_mse(ensemble, batch) -> torch.Tensor:
     return (ensemble(inputs) - targets).pow(2).mean(dim=(1, 2, 3))  # (e,)
 
 
-def fit(specs: list[CompositionSpec], ctx) -> list[tuple[Setup, torch.nn.Module, TrainResult]]:
+def fit(specs: list[CompositionSpec], ctx, **sizes: int) -> list[tuple[Setup, torch.nn.Module, TrainResult]]:
     """Trains one run alone, or several of one `group_key` as one vectorized ensemble.
 
     Returns (setup, trained model, training result) per spec; ensemble members come back
     as standalone models, each equal (to float tolerance) to what training it alone gives.
+    `sizes` go to a user's factory beside the task's (neurons' width).
     """
-    setups = [Setup(spec, ctx.device) for spec in specs]
+    setups = [Setup(spec, ctx.device, **sizes) for spec in specs]
     if len(setups) == 1:
         (setup,) = setups
 

@@ -232,7 +232,7 @@ def scores_plot(runs: list[dict]) -> Plot | None:
         return None
     groups = sorted(set(finished) | set(unfinished))
     done = {g: sorted(finished[g], key=lambda r: r["spec"]["seed"]) for g in groups}
-    kind = {g: (done[g] or unfinished[g])[0]["spec"]["model"]["kind"] for g in groups}
+    kind = {g: (done[g] or unfinished[g])[0]["spec"]["model"].get("kind") for g in groups}  # none: a user's
     dataset = {g: (done[g] or unfinished[g])[0]["spec"]["data"]["dataset"] for g in groups}
     # the floors depend on the scenes only: one value per scene setting, from its first run
     # (runs stored before the floors existed have none)

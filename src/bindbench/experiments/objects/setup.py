@@ -17,8 +17,8 @@ from matplotlib.figure import Figure
 from pydantic import Field
 
 from bindbench.core import factory
-from bindbench.core.config import Spec, SpecError
-from bindbench.core.factory import FactoryPath, factory_field, reference_keys
+from bindbench.core.config import ReferenceKeys, Spec, SpecError
+from bindbench.core.factory import FactoryPath, factory_field
 from bindbench.core.report import Plot, bars, column_width, spread
 from bindbench.core.seeds import generator, seed_init
 from bindbench.core.segmentation import segmentation_scores
@@ -80,7 +80,7 @@ class AutoencoderSpec(Spec):
         0, ge=0, le=8, description="sines and cosines of position, 1/2, 1, 2, ... cycles per image (mlp)"
     )
     factory: FactoryPath | None = factory_field("resolution, num_slots, slot_dim")
-    _reference_keys = reference_keys("num_slots", "slot_dim")
+    REFERENCE = ReferenceKeys(kept=("num_slots", "slot_dim"))
 
 
 class SceneSpec(Spec):
