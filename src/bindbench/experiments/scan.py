@@ -19,14 +19,17 @@ import torch
 from matplotlib.figure import Figure
 from pydantic import Field, model_validator
 
+from bindbench.core import factory
 from bindbench.core.claims import Claim, beyond, every, in_every, per_setting, values
-from bindbench.core.config import Spec
+from bindbench.core.config import ReferenceKeys, Spec
+from bindbench.core.errors import SpecError
+from bindbench.core.factory import FactoryPath, factory_field
 from bindbench.core.registry import Experiment, RunResult, register
 from bindbench.core.report import Plot, bars, column_width
 from bindbench.core.seeds import generator, seed_init
 from bindbench.core.training import TrainSpec, train
 from bindbench.models import LSTMSeq2Seq, TransformerSeq2Seq
-from bindbench.models.seq2seq import by_target_length, greedy_score, sequence_loss
+from bindbench.models.seq2seq import PrefixSeq2Seq, by_target_length, greedy_score, sequence_loss
 from bindbench.tasks import scan
 
 # Exact-match test accuracy (%) published for seq2seq RNNs, research note section 1.5
@@ -46,6 +49,8 @@ class Seq2SeqSpec(Spec):
     heads: int = Field(4, ge=1, description="attention heads (transformer)")
     ff: int = Field(256, ge=1, description="feed-forward units (transformer)")
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout")
+    factory: FactoryPath | None = factory_field("source_vocab, target_vocab")
+    REFERENCE = ReferenceKeys()
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> Seq2SeqSpec:
@@ -133,13 +138,45 @@ def load_split(spec: ScanSpec) -> scan.Split:
     return scan.read_split(*paths, name=spec.split)
 
 
+# what a model of the user's must be (docs/models.md)
+INTERFACE = (
+    "model(source, target_in): (batch, source_len), (batch, target_len) -> (batch, target_len, target_vocab)"
+)
+
+
 def check(spec: ScanSpec) -> None:
     load_split(spec)  # a missing or malformed file fails here
+    if spec.model.factory is not None:
+        check_own_model(spec.model)
+
+
+def check_own_model(spec: Seq2SeqSpec) -> None:
+    """Builds a user's model and calls it on a padded example batch: the logits must be
+    (batch, target_len, target_vocab) and causal (greedy decoding feeds back its own tokens;
+    a decoder that sees later target tokens learns to copy them under teacher forcing)."""
+    path, model = spec.factory, make_model(spec)
+    examples = _generated("simple", 0).train[:2]
+    source, target = scan.encode(examples)
+    target_in = target[:, :-1]
+    shape = (*target_in.shape, len(scan.TARGET_VOCAB))
+    logits = factory.try_forward(path, model, (source, target_in), INTERFACE)
+    factory.expect_tensor(path, logits, shape, INTERFACE)
+    changed = target_in.clone()
+    changed[:, -1] = scan.TARGET_VOCAB.index("I_JUMP")
+    later = factory.try_forward(path, model, (source, changed), INTERFACE)
+    if not torch.allclose(logits[:, :-1], later[:, :-1], atol=1e-5):
+        raise SpecError(
+            f"model.factory={path}: the logits before the last target position changed with the last"
+            " target token; the decoder must be causal (position t sees target_in[:, :t + 1] only)"
+        )
 
 
 def make_model(spec: Seq2SeqSpec) -> torch.nn.Module:
     vocab = (len(scan.SOURCE_VOCAB), len(scan.TARGET_VOCAB))
     ids = {"pad": scan.PAD, "bos": scan.BOS, "eos": scan.EOS}
+    if spec.factory is not None:
+        own = factory.build(spec.factory, source_vocab=vocab[0], target_vocab=vocab[1])
+        return PrefixSeq2Seq(own, **ids)
     if spec.kind == "lstm":
         return LSTMSeq2Seq(*vocab, hidden=spec.d_model, layers=spec.layers, dropout=spec.dropout, **ids)
     return TransformerSeq2Seq(
@@ -151,6 +188,11 @@ def make_model(spec: Seq2SeqSpec) -> torch.nn.Module:
         dropout=spec.dropout,
         **ids,
     )
+
+
+def model_of(spec: ScanSpec) -> torch.nn.Module:
+    """A run's untrained model, as its checkpoint holds it (`Experiment.make_model`)."""
+    return make_model(spec.model)
 
 
 def by_length(exact: torch.Tensor, examples: list[scan.Example]) -> dict[str, float]:
@@ -202,13 +244,12 @@ def run(spec: ScanSpec, ctx) -> RunResult:
         "test_commands": float(len(split.test)),
         "seconds_training": trained.seconds,
     }
-    return RunResult(
-        metrics=metrics, curve=trained.curve, extra={"exact_by_length": by_length(final["exact"], split.test)}
-    )
+    extra = {"exact_by_length": by_length(final["exact"], split.test)}
+    return RunResult(metrics=metrics, curve=trained.curve, extra=extra, model=model)
 
 
 def _label(spec: dict) -> str:
-    return spec["model"]["kind"]
+    return spec["model"].get("factory") or spec["model"]["kind"]
 
 
 def accuracy_plot(runs: list[dict]) -> Plot | None:
@@ -335,6 +376,7 @@ EXPERIMENT = register(
         run=run,
         check=check,
         plots=plots,
+        make_model=model_of,
         profiles={
             # The LSTM learns SCAN faster than the Transformer on a CPU (simple: 97% after 3k
             # steps, against 91% after 2k for the Transformer); both are in `paper`.
@@ -360,7 +402,7 @@ EXPERIMENT = register(
                 "seed": [0, 1, 2, 3, 4],
             },
         },
-        columns=("split", "model.kind", "seed"),
+        columns=("split", "model.kind", "model.factory", "seed"),
         metrics=("exact_match", "token_accuracy", "train_exact", "train_loss"),
         tiny={
             "model.d_model": 16,

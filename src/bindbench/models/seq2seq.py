@@ -56,6 +56,26 @@ class Seq2Seq(nn.Module):
         return tokens
 
 
+class PrefixSeq2Seq(Seq2Seq):
+    """Any module `own(source, target_in) -> logits (b, t, v)` as a Seq2Seq: it trains by
+    teacher forcing as it is and decodes greedily by calling it on the whole prefix at each
+    step (no cache, so a step costs the prefix). Its decoder must be causal: the logits at
+    position t may depend on target_in[:, : t + 1] only."""
+
+    def __init__(self, own: nn.Module, **ids):
+        super().__init__(**ids)
+        self.own = own
+
+    def forward(self, source: torch.Tensor, target_in: torch.Tensor) -> torch.Tensor:
+        return self.own(source, target_in)
+
+    def start(self, source):
+        return source
+
+    def next_logits(self, state, tokens):
+        return self.own(state, tokens)[:, -1], state
+
+
 class Attention(nn.Module):
     """Multi-head attention of queries x (b, t, d) over keys/values from kv (b, s, d)."""
 
