@@ -23,6 +23,7 @@ import torch
 from matplotlib.figure import Figure
 from pydantic import Field
 
+from bindbench.core import factory
 from bindbench.core.claims import (
     HELD,
     NOT_HELD,
@@ -34,7 +35,8 @@ from bindbench.core.claims import (
     rises_with,
     values,
 )
-from bindbench.core.config import Spec
+from bindbench.core.config import ReferenceKeys, Spec
+from bindbench.core.factory import FactoryPath, factory_field
 from bindbench.core.registry import Experiment, RunResult, register
 from bindbench.core.report import Plot, spread
 from bindbench.core.seeds import generator, seed_init
@@ -63,16 +65,27 @@ class CodeSpec(Spec):
     depth: int = Field(2, ge=1, description="hidden layers of the MLP readout")
 
 
+class ReadoutSpec(Spec):
+    factory: FactoryPath | None = factory_field("code_dim, query_dim, answers")
+
+
 class BindingCodesSpec(Spec):
     seed: int = Field(0, ge=0, description="initialization, training data and roles")
     sets: SetSpec = SetSpec()
     code: CodeSpec = CodeSpec()
+    model: ReadoutSpec = Field(ReadoutSpec(), json_schema_extra={"omit_at_default": True})
     train: TrainSpec = BINDING_TRAIN
     eval_items: int = Field(2000, ge=10, description="evaluation sets per score")
+    REFERENCE = ReferenceKeys(kept=("kind", "role_dim"), part="code")  # a user's readout: no code.readout
+
+
+# what a readout of the user's must be (docs/models.md)
+INTERFACE = "model(code, query): (batch, code_dim), (batch, query_dim) -> (batch, answers) logits"
 
 
 def check(spec: BindingCodesSpec) -> None:
-    """Rejects specs whose sets or codes cannot be made, before any run."""
+    """Rejects specs whose sets or codes cannot be made, before any run; a user's readout is
+    built and called on an example batch."""
     check_sets(spec.sets)
     code = spec.code
     if code.readout == "unbind" and not code.kind.startswith("tpr"):
@@ -81,27 +94,70 @@ def check(spec: BindingCodesSpec) -> None:
         raise ValueError(
             f"code.role_dim={code.role_dim} must be >= sets.shapes={spec.sets.shapes} for orthonormal roles"
         )
+    if spec.model.factory is not None:
+        task, encode = make_encoder(spec)
+        draw = torch.Generator().manual_seed(0)
+        sets = task.sample(2, draw)
+        codes, queries = encode(sets, draw), task.query_vector(task.query(sets, draw))
+        path, model = spec.model.factory, make_readout(spec, codes.shape[1])
+        out = factory.try_forward(path, model, (codes, queries), INTERFACE)
+        factory.expect_tensor(path, out, (2, task.num_answers), INTERFACE)
+
+
+def roles_of(spec: BindingCodesSpec) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """A tensor product's roles and fillers (None: one-hot fillers, or no tensor product):
+    orthonormal roles, or random roles and fillers, drawn from the seed."""
+    code = spec.code
+    if not code.kind.startswith("tpr"):
+        return None, None
+    draw = generator(spec.seed, "roles")
+    if code.kind == "tpr_orthonormal":
+        return orthonormal_roles(spec.sets.shapes, code.role_dim, draw), None
+    roles = random_roles(spec.sets.shapes, code.role_dim, draw)
+    return roles, random_roles(spec.sets.colours, code.role_dim, draw)
+
+
+def make_encoder(spec: BindingCodesSpec):
+    """The task and `encode(sets, generator) -> codes (batch, code_dim)` for the spec's code."""
+    task, kind = make_task(spec.sets), spec.code.kind
+    roles, fillers = roles_of(spec)
+
+    def encode(sets, generator):
+        if kind == "bag":
+            return task.bag_of_features(sets)
+        if kind == "slot":
+            return task.slot_code(sets, generator)
+        return task.tensor_product(sets, roles, fillers)
+
+    return task, encode
+
+
+def make_readout(spec: BindingCodesSpec, code_dim: int) -> torch.nn.Module | None:
+    """The trained readout: the user's (model.factory), a linear map per query or an MLP;
+    None for unbinding, which trains nothing."""
+    task, code = make_task(spec.sets), spec.code
+    sizes = (code_dim, task.query_dim, task.num_answers)
+    if spec.model.factory is not None:
+        return factory.build(spec.model.factory, **dict(zip(("code_dim", "query_dim", "answers"), sizes)))
+    if code.readout == "unbind":
+        return None
+    if code.readout == "linear":
+        return QueryLinear(*sizes)
+    return QueryMLP(*sizes, code.width, code.depth)
+
+
+def readout_of(spec: BindingCodesSpec) -> torch.nn.Module | None:
+    """A run's untrained readout, as its checkpoint holds it (`Experiment.make_model`)."""
+    task, encode = make_encoder(spec)
+    draw = torch.Generator().manual_seed(0)
+    return make_readout(spec, encode(task.sample(1, draw), draw).shape[1])
 
 
 def run(spec: BindingCodesSpec, ctx) -> RunResult:
-    task, code = make_task(spec.sets), spec.code
     seed_init(spec.seed)
     data = generator(spec.seed, "data")
-    roles = fillers = None  # tensor products: orthonormal roles and one-hot fillers, or both random
-    if code.kind.startswith("tpr"):
-        draw = generator(spec.seed, "roles")
-        if code.kind == "tpr_orthonormal":
-            roles = orthonormal_roles(spec.sets.shapes, code.role_dim, draw)
-        else:
-            roles = random_roles(spec.sets.shapes, code.role_dim, draw)
-            fillers = random_roles(spec.sets.colours, code.role_dim, draw)
-
-    def encode(sets, generator):
-        if code.kind == "bag":
-            return task.bag_of_features(sets)
-        if code.kind == "slot":
-            return task.slot_code(sets, generator)
-        return task.tensor_product(sets, roles, fillers)
+    task, encode = make_encoder(spec)
+    roles, fillers = roles_of(spec)
 
     shared = generator(None, "eval")  # the evaluation sets: the same for every run
     draws, swaps = evaluation_sets(task, spec.eval_items, shared)
@@ -113,14 +169,10 @@ def run(spec: BindingCodesSpec, ctx) -> RunResult:
         return codes[id(sets)]
 
     code_dim = code_of(draws["seen"][0]).shape[1]
-    if code.readout == "unbind":
+    model = make_readout(spec, code_dim)
+    if model is None:  # unbinding with the roles
         metrics = score_queries(lambda s, q: task.unbind(code_of(s), q, roles, fillers), draws, swaps)
         return RunResult(metrics={**metrics, "code_dim": float(code_dim)})
-
-    if code.readout == "linear":
-        model = QueryLinear(code_dim, task.query_dim, task.num_answers)
-    else:
-        model = QueryMLP(code_dim, task.query_dim, task.num_answers, code.width, code.depth)
 
     def sample_batch(step):
         sets = task.sample(spec.train.batch_size, data)
@@ -138,7 +190,7 @@ def run(spec: BindingCodesSpec, ctx) -> RunResult:
     if trained.diverged:
         return RunResult(metrics={}, curve=trained.curve, diverged=True)
     metrics = {**trained.final, "code_dim": float(code_dim), "seconds_training": trained.seconds}
-    return RunResult(metrics=metrics, curve=trained.curve)
+    return RunResult(metrics=metrics, curve=trained.curve, model=model)
 
 
 # ----------------------------------------------------------------------------- plots
@@ -147,7 +199,7 @@ def run(spec: BindingCodesSpec, ctx) -> RunResult:
 def _label(spec: dict) -> str:
     code = spec["code"]
     name = code["kind"] + (f" d={code['role_dim']}" if code["kind"].startswith("tpr") else "")
-    return f"{name}, {code['readout']}"
+    return f"{name}, {spec.get('model', {}).get('factory') or code['readout']}"
 
 
 def _sweep(spec: dict) -> bool:
@@ -155,7 +207,7 @@ def _sweep(spec: dict) -> bool:
     apart from the main table."""
     code, sets = spec["code"], spec["sets"]
     fixed = sets["min_objects"] == sets["max_objects"]
-    return code["kind"] == "tpr_random" and code["readout"] == "unbind" and fixed
+    return code["kind"] == "tpr_random" and code.get("readout") == "unbind" and fixed
 
 
 def crosstalk_plot(runs: list[dict]) -> Plot | None:
@@ -237,7 +289,7 @@ def _unbinding_exact(runs: list[dict]) -> Verdict:
     mine = [
         r
         for r in runs
-        if r["spec"]["code"]["kind"] == "tpr_orthonormal" and r["spec"]["code"]["readout"] == "unbind"
+        if r["spec"]["code"]["kind"] == "tpr_orthonormal" and r["spec"]["code"].get("readout") == "unbind"
     ]
     return every({m: beyond(values(mine, m), 1.0, m) for m in ("accuracy_held_out", "swap_held_out")})
 
@@ -248,7 +300,7 @@ def _crosstalk(runs: list[dict]) -> Verdict:
         r
         for r in runs
         if r["spec"]["code"]["kind"] == "tpr_random"
-        and r["spec"]["code"]["readout"] == "unbind"
+        and r["spec"]["code"].get("readout") == "unbind"
         and r["spec"]["sets"]["min_objects"] == r["spec"]["sets"]["max_objects"]
     ]
     return rises_with(mine, "accuracy_seen", "code.role_dim")
@@ -290,6 +342,7 @@ EXPERIMENT = register(
         run=run,
         check=check,
         plots=plots,
+        make_model=readout_of,
         profiles={
             "quick": [{**block, **QUICK} for block in CODES + crosstalk((2, 8, 32), (4, 16, 64))],
             "full": [
@@ -297,7 +350,7 @@ EXPERIMENT = register(
                 for block in CODES + crosstalk((2, 4, 8, 16, 32), (4, 8, 16, 32, 64))
             ],
         },
-        columns=("code.kind", "code.readout", "code.role_dim", "seed"),
+        columns=("code.kind", "code.readout", "model.factory", "code.role_dim", "seed"),
         metrics=(*BINDING_METRICS, "code_dim"),
         tiny={"train.steps": 20, "train.batch_size": 16, "train.eval_every": 10, "eval_items": 100},
         claims=CLAIMS,

@@ -15,8 +15,10 @@ from typing import Literal
 import torch
 from pydantic import Field
 
+from bindbench.core import factory
 from bindbench.core.claims import Claim, Verdict, every, exceeds, values
-from bindbench.core.config import Spec
+from bindbench.core.config import ReferenceKeys, Spec
+from bindbench.core.factory import FactoryPath, factory_field
 from bindbench.core.registry import Experiment, RunResult, register
 from bindbench.core.report import Plot
 from bindbench.core.seeds import generator, seed_init
@@ -55,12 +57,34 @@ class ImageSpec(Spec):
     pixels: int = Field(256, ge=1, description="slot_autoencoder: random pixels per image in the loss")
 
 
+class ReaderSpec(Spec):
+    factory: FactoryPath | None = factory_field("resolution, query_dim, answers")
+
+
 class BindingImagesSpec(Spec):
     seed: int = Field(0, ge=0, description="initialization and training data")
     sets: SetSpec = SetSpec()
     image: ImageSpec = ImageSpec()
+    model: ReaderSpec = Field(ReaderSpec(), json_schema_extra={"omit_at_default": True})
     train: TrainSpec = BINDING_TRAIN.model_copy(update={"clip_norm": 1.0})
     eval_items: int = Field(2000, ge=10, description="evaluation sets per score")
+    REFERENCE = ReferenceKeys(kept=("resolution", "sizes"), part="image")  # a user's reader: the images only
+
+
+# what a reader of the user's must be (docs/models.md)
+INTERFACE = "model(images, query): (batch, 3, resolution, resolution), (batch, query_dim) -> (batch, answers)"
+
+
+class OwnReader(torch.nn.Module):
+    """A user's reader (`own`) behind the readers' interface: it gets the images and the
+    query, not the query's kind or the slots' noise."""
+
+    def __init__(self, own: torch.nn.Module):
+        super().__init__()
+        self.own = own
+
+    def forward(self, images, query, kind=None, noise=None):
+        return self.own(images, query)
 
 
 def make_scenes(spec: BindingImagesSpec) -> Scenes:
@@ -86,6 +110,13 @@ def check(spec: BindingImagesSpec) -> None:
         render(sets, scenes, layout(sets, scenes, draw))
     except ValueError as err:
         raise ValueError(f"image: {err}") from None
+    if spec.model.factory is not None:
+        path, model = spec.model.factory, make_reader(spec, task.query_dim, task.num_answers)
+        images = torch.zeros(2, 3, spec.image.resolution, spec.image.resolution)
+        query = task.query_vector(task.query(task.sample(2, draw), draw))
+        out = factory.try_forward(path, model, (images, query), INTERFACE)
+        factory.expect_tensor(path, out, (2, task.num_answers), INTERFACE)
+        return
     if spec.image.model != "cnn" and spec.image.num_slots < spec.sets.max_objects + 1:
         raise ValueError(
             f"image.num_slots={spec.image.num_slots} must be >= sets.max_objects + 1 = "
@@ -98,6 +129,9 @@ def check(spec: BindingImagesSpec) -> None:
 def make_reader(spec: BindingImagesSpec, query_dim: int, answers: int) -> torch.nn.Module:
     image = spec.image
     sizes = (image.resolution, query_dim, answers)
+    if spec.model.factory is not None:
+        names = ("resolution", "query_dim", "answers")
+        return OwnReader(factory.build(spec.model.factory, **dict(zip(names, sizes))))
     if image.model == "cnn":
         return GlobalReader(*sizes, image.channels, image.dim, image.width)
     if image.model == "slot_attention":
@@ -168,12 +202,22 @@ def run(spec: BindingImagesSpec, ctx) -> RunResult:
         return RunResult(metrics={}, curve=trained.curve, diverged=True)
     parameters = float(sum(p.numel() for p in model.parameters()))
     metrics = {**trained.final, "parameters": parameters, "seconds_training": trained.seconds}
-    return RunResult(metrics=metrics, curve=trained.curve)
+    return RunResult(metrics=metrics, curve=trained.curve, model=model)
+
+
+def reader_of(spec: BindingImagesSpec) -> torch.nn.Module:
+    """A run's untrained reader, as its checkpoint holds it (`Experiment.make_model`)."""
+    task = make_task(spec.sets)
+    return make_reader(spec, task.query_dim, task.num_answers)
+
+
+def _label(spec: dict) -> str:
+    return spec.get("model", {}).get("factory") or spec["image"]["model"]
 
 
 def plots(runs: list[dict]) -> list[Plot]:
     title = "Binding queries and swap tests on images"
-    plot = binding_plot(runs, lambda spec: spec["image"]["model"], "model", title)
+    plot = binding_plot(runs, _label, "model", title)
     return [plot] if plot is not None else []
 
 
@@ -207,6 +251,7 @@ EXPERIMENT = register(
         run=run,
         check=check,
         plots=plots,
+        make_model=reader_of,
         profiles={
             # quick: a look at the pipeline, not at the claim (that needs full)
             "quick": {
@@ -226,13 +271,14 @@ EXPERIMENT = register(
                 "eval_items": 1000,
             },
         },
-        columns=("image.model", "seed"),
+        columns=("image.model", "model.factory", "seed"),
         metrics=(*BINDING_METRICS, "parameters"),
         tiny={
             "image.channels": 8,
             "image.dim": 16,
             "image.width": 16,
             "train.steps": 4,
+            "train.warmup_steps": 0,  # over any profile (quick warms up for 200)
             "train.batch_size": 8,
             "train.eval_every": 2,
             "eval_items": 20,
