@@ -1,5 +1,6 @@
 """A user's own model in the experiments (`model.factory`): trained, checked, kept apart."""
 
+import json
 import math
 import textwrap
 
@@ -9,9 +10,10 @@ from torch import nn
 
 import bindbench
 from bindbench.cli import main
-from bindbench.core.config import spec_json
+from bindbench.core.config import spec_json, varying
 from bindbench.core.registry import EXPERIMENTS
 from bindbench.core.store import Store
+from bindbench.tasks.scan import SOURCE_VOCAB, TARGET_VOCAB
 
 
 class GatedMLP(nn.Module):
@@ -42,6 +44,48 @@ class PixelMixture(nn.Module):
         return {"reconstruction": torch.einsum("bkhw,kc->bchw", masks, self.rgb), "masks": masks}
 
 
+class GRUDecoder(nn.Module):
+    """A sequence model of the user's for SCAN: a GRU decoder started from the mean of the
+    command's embeddings (causal: position t reads the target tokens up to t)."""
+
+    def __init__(self, source_vocab: int, target_vocab: int, hidden: int = 16):
+        super().__init__()
+        self.source = nn.Embedding(source_vocab, hidden, padding_idx=0)
+        self.target = nn.Embedding(target_vocab, hidden)
+        self.gru = nn.GRU(hidden, hidden, batch_first=True)
+        self.readout = nn.Linear(hidden, target_vocab)
+
+    def forward(self, source, target_in):
+        context = self.source(source).mean(1)  # (b, h)
+        out, _ = self.gru(self.target(target_in), context[None].contiguous())
+        return self.readout(out)
+
+
+class CodeReader(nn.Module):
+    """A readout of the user's for binding codes: a bilinear layer of code and query."""
+
+    def __init__(self, code_dim: int, query_dim: int, answers: int):
+        super().__init__()
+        self.mix = nn.Bilinear(code_dim, query_dim, 32)
+        self.readout = nn.Linear(32, answers)
+
+    def forward(self, code, query):
+        return self.readout(torch.relu(self.mix(code, query)))
+
+
+class ImageReader(nn.Module):
+    """A reader of the user's for binding images: a convolution, pooled, concatenated with the query."""
+
+    def __init__(self, resolution: int, query_dim: int, answers: int):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 5, stride=4)
+        self.readout = nn.Linear(8 + query_dim, answers)
+
+    def forward(self, images, query):
+        features = torch.relu(self.conv(images)).mean((2, 3))
+        return self.readout(torch.cat([features, query], 1))
+
+
 def wide_gated_mlp(input_dim: int, output_dim: int) -> GatedMLP:
     return GatedMLP(input_dim, output_dim, width=24)
 
@@ -61,6 +105,10 @@ def _tiny(name: str, **more) -> dict:
         ("scaling", GatedMLP, {"input_dim": 6 + 16, "output_dim": 16}, {}),
         ("structure", GatedMLP, None, {"mask.include": ["value", "gate"]}),
         ("segregation", PixelMixture, None, {}),
+        ("neurons", GatedMLP, None, {}),
+        ("scan", GRUDecoder, {"source_vocab": len(SOURCE_VOCAB), "target_vocab": len(TARGET_VOCAB)}, {}),
+        ("binding_codes", CodeReader, None, {}),
+        ("binding_images", ImageReader, None, {}),
     ],
 )
 def test_a_users_module_trains_through_the_experiment_and_gets_metrics(tmp_path, name, factory, sizes, more):
@@ -71,10 +119,15 @@ def test_a_users_module_trains_through_the_experiment_and_gets_metrics(tmp_path,
     assert runs and all(r["status"] == "done" for r in runs), [r.get("error") for r in runs]
     run = runs[0]
     assert run["spec"]["model"]["factory"] == f"{__name__}:{factory.__name__}"
-    headline = EXPERIMENTS[name].metrics[0] if name != "structure" else "base_accuracy"
+    headline = {"structure": "base_accuracy", "neurons": "best_ood_r2"}.get(
+        name, EXPERIMENTS[name].metrics[0]
+    )
     assert math.isfinite(run["metrics"][headline])
-    if sizes is not None:  # the run trained the user's module, at the sizes the docs give
-        assert run["metrics"]["parameters"] == parameters(factory(**sizes))
+    if name != "neurons":  # (a search over widths keeps no model) the trained module is kept
+        kept = bindbench.load_model(folder, run["id"])
+        assert isinstance(getattr(kept, "own", kept), factory)
+        if sizes is not None:  # at the sizes the docs give
+            assert parameters(kept) == parameters(factory(**sizes))
     if name == "scaling":  # the probes read every Linear of the user's model
         assert {"decodability_ood_value", "decodability_ood_gate", "decodability_ood_readout"} <= set(
             run["metrics"]
@@ -106,6 +159,38 @@ def _cli(capsys, tmp_path, monkeypatch, module: str, source: str, *argv) -> tupl
             "segregation",
             "def build(resolution, num_slots, slot_dim):\n    return nn.Conv2d(3, 3, 1)",
             ["no reconstruction or masks", ".masks (batch, slots, h, w)"],
+        ),
+        (
+            "scan",
+            "class Peek(nn.Module):\n"
+            "    def __init__(self, target_vocab):\n"
+            "        super().__init__()\n"
+            "        self.embed = nn.Embedding(target_vocab, target_vocab)\n"
+            "    def forward(self, source, target_in):\n"
+            "        return self.embed(target_in) + self.embed(target_in).mean(1, keepdim=True)\n"
+            "def build(source_vocab, target_vocab):\n    return Peek(target_vocab)",
+            ["the decoder must be causal"],
+        ),
+        (
+            "scan",
+            "def build(source_vocab, target_vocab):\n    return nn.Embedding(source_vocab, target_vocab)",
+            ["(batch, source_len), (batch, target_len) -> (batch, target_len, target_vocab)", "TypeError"],
+        ),
+        (
+            "binding_codes",
+            "def build(code_dim, query_dim, answers):\n"
+            "    return nn.Bilinear(code_dim, query_dim, answers + 1)",
+            ["not (2, ", "(batch, code_dim), (batch, query_dim) -> (batch, answers)"],
+        ),
+        (
+            "binding_images",
+            "def build(resolution, query_dim, answers):\n    return nn.Linear(resolution, answers)",
+            ["(batch, 3, resolution, resolution), (batch, query_dim) -> (batch, answers)", "TypeError"],
+        ),
+        (
+            "neurons",
+            "def build(input_dim, output_dim):\n    return nn.Linear(input_dim, output_dim)",
+            ["width=16", "TypeError"],
         ),
         ("composition", "def build(width):\n    return nn.Linear(width, width)", ["input_dim=", "TypeError"]),
         ("composition", "def build(input_dim, output_dim):\n    return 3", ["returned a int", "nn.Module"]),
@@ -176,6 +261,49 @@ def test_a_profiles_sweep_over_the_reference_models_keys_is_one_run_of_the_users
         sets={"model.factory": GatedMLP, "mask.include": ["gate"], "model.init": ["trained", "random"]},
     ).jobs
     assert len(jobs) == 2
+
+
+def test_a_users_run_stores_no_reference_keys_and_they_tell_no_runs_apart():
+    (mine,) = bindbench.plan("composition", sets={**_tiny("composition"), "model.factory": GatedMLP}).jobs
+    (reference,) = bindbench.plan("composition", sets=_tiny("composition")).jobs
+    stored = json.loads(spec_json(mine.spec))
+    assert stored["model"] == {"factory": f"{__name__}:GatedMLP"}  # no width the run never had
+    assert type(mine.spec).model_validate(stored) == mine.spec  # and it rebuilds the same spec
+    specs = [json.loads(spec_json(job.spec)) for job in (mine, reference)]
+    assert varying(specs) == ["model.factory"]  # the reference's width=8 does not vary against it
+
+
+@pytest.mark.parametrize(
+    "name, factory, more",
+    [
+        ("composition", GatedMLP, {}),
+        ("scaling", GatedMLP, {}),
+        ("structure", GatedMLP, {"mask.include": ["value", "gate"]}),
+        ("segregation", PixelMixture, {}),
+        ("neurons", GatedMLP, {}),
+        ("scan", GRUDecoder, {}),
+        ("binding_codes", CodeReader, {}),
+        ("binding_images", ImageReader, {}),
+    ],
+)
+def test_a_folder_with_the_reference_and_a_users_model_gets_one_report_naming_both(
+    tmp_path, name, factory, more
+):
+    bindbench.run(name, sets=_tiny(name), out=tmp_path, quiet=True)
+    folder = bindbench.run(
+        name, sets={**_tiny(name, **more), "model.factory": factory}, out=tmp_path, quiet=True
+    )  # builds the report over both
+    (report,) = json.loads((folder / "report.json").read_text())["experiments"]
+    assert "model.factory" in report["swept"]
+    column = report["columns"].index("model.factory")
+    assert sorted(map(str, {row[column] for row in report["rows"]})) == [
+        "None",
+        f"{__name__}:{factory.__name__}",
+    ]
+    if name != "structure":  # the reference's own sweep and the factory: no width or kind it never had
+        reference = [json.loads(spec_json(job.spec)) for job in bindbench.plan(name, sets=_tiny(name)).jobs]
+        assert set(report["swept"]) <= {*varying(reference), "model.factory"}
+    assert f"{__name__}:{factory.__name__}" in (folder / "report.html").read_text()
 
 
 def test_the_readme_examples_model_fits_composition_and_structure(monkeypatch):

@@ -18,14 +18,19 @@ import numpy as np
 from matplotlib.figure import Figure
 from pydantic import Field, model_validator
 
-from bindbench.core.claims import HELD, NOT_HELD, NOT_MEASURED, Claim, Verdict
-from bindbench.core.config import Spec
+from bindbench.core.claims import HELD, NOT_HELD, NOT_MEASURED, Claim, Verdict, in_every
+from bindbench.core.config import ReferenceKeys, Spec
+from bindbench.core.factory import FactoryPath, factory_field
 from bindbench.core.registry import Experiment, RunResult, register
 from bindbench.core.report import Plot
 from bindbench.core.training import TrainSpec
 from bindbench.experiments.hyperteacher import setup
 from bindbench.experiments.hyperteacher.setup import CompositionSpec, HyperTeacherSpec, MLPSpec
 from bindbench.models.mlp import INITS
+
+
+class WidthModelSpec(Spec):
+    factory: FactoryPath | None = factory_field("input_dim, output_dim, width")
 
 
 class NeuronsSpec(Spec):
@@ -39,6 +44,8 @@ class NeuronsSpec(Spec):
     start_width: int = Field(8, ge=1, description="first width of the doubling grid")
     max_width: int = Field(1024, ge=1, description="give up above this width")
     refinements: int = Field(2, ge=0, description="bisection steps between fail and pass")
+    model: WidthModelSpec = Field(WidthModelSpec(), json_schema_extra={"omit_at_default": True})
+    REFERENCE = ReferenceKeys(dropped=("depth", "init"))  # a user's model: its own layers
 
     @model_validator(mode="after")
     def _widths_in_order(self) -> NeuronsSpec:
@@ -47,15 +54,18 @@ class NeuronsSpec(Spec):
         return self
 
 
-def _ood_r2(spec: NeuronsSpec, width: int, ctx) -> dict:
-    run_spec = CompositionSpec(
-        seed=spec.seed,
-        task=spec.task,
-        model=MLPSpec(width=width, depth=spec.depth, init=spec.init),
-        train=spec.train,
-        eval_tasks=spec.eval_tasks,
+def _composition(spec: NeuronsSpec, width: int) -> CompositionSpec:
+    """What one width of the search trains: the MLP, or the user's model given `width`."""
+    own = spec.model.factory
+    model = MLPSpec(factory=own) if own else MLPSpec(width=width, depth=spec.depth, init=spec.init)
+    return CompositionSpec(
+        seed=spec.seed, task=spec.task, model=model, train=spec.train, eval_tasks=spec.eval_tasks
     )
-    ((_, _, trained),) = setup.fit([run_spec], ctx)
+
+
+def _ood_r2(spec: NeuronsSpec, width: int, ctx) -> dict:
+    sizes = {"width": width} if spec.model.factory else {}
+    ((_, _, trained),) = setup.fit([_composition(spec, width)], ctx, **sizes)
     return {"width": width, "diverged": trained.diverged, **trained.final}
 
 
@@ -176,24 +186,45 @@ def _about_linear(runs: list[dict]) -> Verdict:
     )
 
 
+def _model(spec: dict) -> str:
+    return spec.get("model", {}).get("factory") or "MLP"
+
+
+def _per_model(runs: list[dict]) -> dict[str, list[dict]]:
+    """The runs of each model: the MLP's, and each user's model's (its own widths)."""
+    models = defaultdict(list)
+    for r in runs:
+        models[_model(r["spec"])].append(r)
+    return dict(models)
+
+
+def _about_linear_per_model(runs: list[dict]) -> Verdict:
+    return in_every(_per_model(runs), _about_linear)
+
+
 CLAIMS = (
     Claim(
         "linear_in_modules",
         "The smallest width that generalizes grows about linearly in the number of modules M, "
         "not exponentially: the exponent b of width = a M^b at most 1.5",
         "a number of neurons linear in M suffices (Redhardt, Akram & Schug 2025, a theorem)",
-        _about_linear,
+        _about_linear_per_model,
     ),
 )
 
 
 def plots(runs: list[dict]) -> list[Plot]:
-    plot = width_plot(runs)
-    return [plot] if plot is not None else []
+    models = _per_model(runs)
+    made = {model: width_plot(part) for model, part in models.items()}
+    if len(models) > 1:  # a figure per model, named
+        made = {m: Plot(f"{p.title}: {m}", p.figure, p.data) for m, p in made.items() if p is not None}
+    return [p for p in made.values() if p is not None]
 
 
 def check(spec: NeuronsSpec) -> None:
-    setup.check(CompositionSpec(seed=spec.seed, task=spec.task))
+    """The task's split; a user's model is built at the first width and called on a batch."""
+    sizes = {"width": spec.start_width} if spec.model.factory else {}
+    setup.check(_composition(spec, spec.start_width), **sizes)
 
 
 EXPERIMENT = register(
@@ -235,7 +266,7 @@ EXPERIMENT = register(
                 "seed": [1, 2, 3],
             },
         },
-        columns=("task.num_modules", "task.num_hot", "task.frac_ood", "threshold", "seed"),
+        columns=("task.num_modules", "task.num_hot", "task.frac_ood", "threshold", "model.factory", "seed"),
         metrics=("min_width", "reached", "best_ood_r2", "widths_tried"),
         tiny={
             "task.num_modules": 6,
