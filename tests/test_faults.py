@@ -387,11 +387,20 @@ def _ray_start(env: dict, *args: str) -> subprocess.Popen:
 
 
 def _remove(node: subprocess.Popen) -> None:
-    """kill -9 of every process of a node's session: the machine is gone."""
-    for pid in list(reaper._processes()):
+    """kill -9 of every process of a node's session and below it: the machine is gone. (Ray's
+    workers may start sessions of their own; one left alive can finish its task and report
+    it to the driver after its raylet died, and the sweep then never sees the node go.)"""
+    processes = reaper._processes()
+    doomed = set(reaper.descendants(node.pid, processes))
+    for pid in processes:
         try:
             if os.getsid(pid) == node.pid:
-                os.kill(pid, signal.SIGKILL)
+                doomed.add(pid)
+        except OSError:
+            pass
+    for pid in doomed:
+        try:
+            os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
     node.wait()
