@@ -386,19 +386,36 @@ def _ray_start(env: dict, *args: str) -> subprocess.Popen:
     )
 
 
-def _remove(node: subprocess.Popen) -> None:
-    """kill -9 of every process of a node's session and below it: the machine is gone. (Ray's
-    workers may start sessions of their own; one left alive can finish its task and report
-    it to the driver after its raylet died, and the sweep then never sees the node go.)"""
+def _node_processes(node: subprocess.Popen) -> set[int]:
+    """Every process of a node: its session and everything below it (Ray's workers may start
+    sessions of their own)."""
     processes = reaper._processes()
-    doomed = set(reaper.descendants(node.pid, processes))
+    mine = set(reaper.descendants(node.pid, processes))
     for pid in processes:
         try:
             if os.getsid(pid) == node.pid:
-                doomed.add(pid)
+                mine.add(pid)
         except OSError:
             pass
-    for pid in doomed:
+    return mine
+
+
+def _runs_a_task(node: subprocess.Popen) -> bool:
+    """Whether a worker of this node is executing a run (Ray names such a process after the
+    task, `ray::run_unit`; an idle one is `ray::IDLE`)."""
+    for pid in _node_processes(node):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read().startswith(b"ray::run_unit"):
+                    return True
+        except OSError:
+            pass
+    return False
+
+
+def _remove(node: subprocess.Popen) -> None:
+    """kill -9 of every process of the node: the machine is gone."""
+    for pid in _node_processes(node):
         try:
             os.kill(pid, signal.SIGKILL)
         except OSError:
@@ -458,11 +475,10 @@ def test_a_sweep_on_a_two_node_cluster_ships_bindbench_and_survives_losing_a_nod
 
         driver = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 120
-        while time.time() < deadline and driver.poll() is None:
-            time.sleep(0.5)
-            if (out / "runs.db").exists() and _statuses(out).get("running", 0) == 2:
-                break
-        time.sleep(1)
+        # a run leased by the driver may still wait for its worker to start; removing the node
+        # then only moves it to the head, so wait until the second node's worker is training
+        while time.time() < deadline and driver.poll() is None and not _runs_a_task(second):
+            time.sleep(0.2)
         _remove(second)
         _, err = driver.communicate(timeout=180)
         assert driver.returncode == 1 and err.strip().splitlines()[-1].startswith(
