@@ -345,3 +345,40 @@ def test_a_shared_folder_s_report_names_every_command_and_what_differs_between_t
     assert sorted(row[lr] for row in entry["rows"]) == [0.001, 0.003]
     page = (out / "report.html").read_text()
     assert page.count("Command: <code>") == 2
+
+
+def _widths_and_a_user_model():
+    """Reference runs over widths and one run of a user's model, which has no width."""
+    runs = _fake_runs(4, metrics=("r2",), points=2)
+    for r, width in zip(runs, (8, 16, 32)):
+        r["spec"] |= {"seed": 0, "model": {"width": width, "depth": 2}}
+    runs[3]["spec"] |= {"seed": 0, "model": {"factory": "mine:Net"}}
+    return runs
+
+
+def test_a_user_model_beside_the_widths_is_a_named_level_not_a_width_called_none():
+    from bindbench.core.report import curves_plot, headline_table, sweep_plots
+
+    runs = _widths_and_a_user_model()
+    swept = ["model.width", "model.factory"]
+    (plot,) = sweep_plots(runs, "r2", swept)  # none against the factory: one value has it
+    ax = plot.figure.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["8", "16", "32"]
+    (level,) = plot.data["factory=mine:Net"]
+    assert level["model.width"] is None and level["mean"] == pytest.approx(0.3)
+    assert [m["mean"] for m in plot.data["all"]] == pytest.approx([0.0, 0.1, 0.2])
+    assert [t.get_text() for t in plot.figure.legends[0].get_texts()] == ["by width", "factory=mine:Net"]
+    labels = [t.get_text() for t in curves_plot(runs, ["r2"], swept).figure.legends[0].get_texts()]
+    assert labels == ["width=8", "width=16", "width=32", "factory=mine:Net"]
+    table = headline_table(runs, swept, "r2")
+    assert table["columns"] == ["model.factory \\ model.width", "8", "16", "32", "—"]
+    assert table["rows"] == [["—", "0.000", "0.100", "0.200", ""], ["mine:Net", "", "", "", "0.300"]]
+
+
+def test_report_figures_replace_an_earlier_build_s(tmp_path, tiny):
+    folder = run("composition", sets=tiny, out=tmp_path / "r")
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / "composition-9.png").write_bytes(b"old")
+    build_report(folder, figures=tmp_path / "f")
+    names = sorted(p.name for p in (tmp_path / "f").iterdir())
+    assert names and "composition-9.png" not in names and all(n.startswith("composition-") for n in names)

@@ -95,16 +95,26 @@ def headline_table(runs: list[dict], settings: list[str], metric: str) -> dict |
 
     corner = f"{', '.join(down)} \\ {across}" if down else across
     rows = [
-        [", ".join(format_cell(v) for v in row) or metric, *(spread(cells[row].get(v, [])) for v in values)]
+        [", ".join(_cell(v) for v in row) or metric, *(spread(cells[row].get(v, [])) for v in values)]
         for row in sorted(cells, key=lambda row: [_sort_key(v) for v in row])
     ]
     seeds = max(len(found) for row in cells.values() for found in row.values())
     title = f"{metric}{', mean ± std over seeds' if seeds > 1 else ''}"
-    return {"title": title, "columns": [corner, *map(format_cell, values)], "rows": rows}
+    return {"title": title, "columns": [corner, *map(_cell, values)], "rows": rows}
+
+
+def _cell(value: Any) -> str:
+    """A setting's value as a row or column name: NONE where the run has no such setting."""
+    return NONE if value is None else format_cell(value)
+
+
+NONE = "—"  # a setting the run does not have (a user's model has no width)
 
 
 def _label(run: dict, keys: list[str], fallback: str = "") -> str:
-    return ", ".join(f"{k.split('.')[-1]}={format_cell(_lookup(run['spec'], k))}" for k in keys) or fallback
+    """`name=value` for each key the run has; keys it lacks are left out."""
+    values = [(k.split(".")[-1], _lookup(run["spec"], k)) for k in keys]
+    return ", ".join(f"{name}={format_cell(v)}" for name, v in values if v is not None) or fallback
 
 
 @dataclass(frozen=True)
@@ -232,6 +242,17 @@ def distinguishing(runs: list[dict], first: list[str] = (), ignore: set[str] = f
         count = len({tuple(repr(_lookup(r["spec"], k)) for k in [*keys, key]) for r in runs})
         if count > groups:
             keys, groups = [*keys, key], count
+    # a run told apart only by lacking them (a user's model has no width) is named by what it has
+    for key in candidates:
+        unnamed = [r for r in runs if all(_lookup(r["spec"], k) is None for k in keys)]
+        if key in keys or key in ignore or not unnamed or len(unnamed) == len(runs):
+            continue
+        named = {repr(_lookup(r["spec"], key)) for r in runs if r not in unnamed}
+        if any(
+            _lookup(r["spec"], key) is not None and repr(_lookup(r["spec"], key)) not in named
+            for r in unnamed
+        ):
+            keys.append(key)
     return keys
 
 
@@ -259,7 +280,7 @@ def curves_plot(runs: list[dict], metrics: list[str], swept: list[str]) -> Plot 
         dash_of = dict(zip(rest, DASHES * len(rest)))
         styles = {line: {"color": colour_of[v], "linestyle": dash_of[r]} for line, (v, r) in parts.items()}
         legends = (
-            {f"{keys[0].split('.')[-1]}={format_cell(v)}": {"color": c} for v, c in colour_of.items()},
+            {f"{keys[0].split('.')[-1]}={_cell(v)}": {"color": c} for v, c in colour_of.items()},
             {label: {"color": "grey", "linestyle": d} for label, d in dash_of.items()},
         )
     fig, axes = panels(len(shown))
@@ -300,10 +321,11 @@ def sweep_plots(runs: list[dict], headline: str, swept: list[str]) -> list[Plot]
     """The headline metric against each swept setting; other settings are separate lines,
     seeds are averaged (mean line, every seed as a point)."""
     plots = []
-    done = [r for r in runs if headline in r["metrics"]]
+    finished = [r for r in runs if headline in r["metrics"]]
     for key in swept:
         if key == "seed":
             continue
+        done = [r for r in finished if _lookup(r["spec"], key) is not None]
         values = sorted({_lookup(r["spec"], key) for r in done}, key=_sort_key)
         if len(values) < 2:
             continue
@@ -311,6 +333,12 @@ def sweep_plots(runs: list[dict], headline: str, swept: list[str]) -> list[Plot]
         groups: dict[str, dict] = defaultdict(lambda: defaultdict(list))
         for run in done:
             groups[_label(run, others)][_lookup(run["spec"], key)].append(run["metrics"][headline])
+        # runs without the setting (a user's model beside the widths): a level across the plot
+        apart = [r for r in finished if _lookup(r["spec"], key) is None]
+        them = distinguishing(finished, [k for k in swept if k not in (key, "seed")], ignore={key, "seed"})
+        levels: dict[str, list[float]] = defaultdict(list)
+        for run in apart:
+            levels[_label(run, them, f"no {key.split('.')[-1]}")].append(run["metrics"][headline])
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
         fig = Figure(figsize=(6, 3.6 + 0.2 * math.ceil(len(groups) / 2)), layout="constrained")
         ax = fig.subplots()
@@ -322,9 +350,14 @@ def sweep_plots(runs: list[dict], headline: str, swept: list[str]) -> list[Plot]
             positions = xs if numeric else [values.index(v) for v in xs]
             if not numeric:  # categories: no line between them, the groups side by side
                 style = {**style, "linestyle": "none"}
-            ax.plot(positions, means, marker="o", label=label or None, **style)
+            shown = label or (f"by {key.split('.')[-1]}" if levels else None)
+            ax.plot(positions, means, marker="o", label=shown, **style)
             for x, v in zip(positions, xs):
                 ax.scatter([x] * len(by_value[v]), by_value[v], s=10, alpha=0.4, color="k")
+        for i, (label, found) in enumerate(levels.items()):
+            mean = float(np.mean(found))
+            data[label] = [{key: None, "mean": mean, "values": found}]
+            ax.axhline(mean, color=f"C{(len(groups) + i) % 10}", linestyle="--", lw=1.2, label=label)
         if numeric and min(values) > 0 and max(values) / min(values) >= 8:
             ax.set_xscale("log", base=2)
             ax.minorticks_off()
@@ -332,7 +365,7 @@ def sweep_plots(runs: list[dict], headline: str, swept: list[str]) -> list[Plot]
         ax.set_xlabel(key)
         ax.set_ylabel(headline)
         ax.grid(alpha=0.3)
-        if len(groups) > 1 or next(iter(groups)):
+        if len(groups) > 1 or next(iter(groups)) or levels:
             figure_legend(fig, ax, columns=2)
         plots.append(Plot(f"{headline} against {key}", fig, data))
     return plots
@@ -418,6 +451,8 @@ def build_report(folder: str | Path, figures: str | Path | None = None) -> tuple
     if figures is not None:
         Path(figures).mkdir(parents=True, exist_ok=True)
         for entry, pngs in sections:
+            for stale in Path(figures).glob(f"{entry['name']}-*.png"):  # an earlier build's, maybe more
+                stale.unlink()
             for n, (_, png) in enumerate(pngs, 1):
                 (Path(figures) / f"{entry['name']}-{n}.png").write_bytes(base64.b64decode(png))
     # the two files are one build (core.files.publish): never an HTML of one and JSON of another
