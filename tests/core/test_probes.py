@@ -262,3 +262,44 @@ def test_a_linear_probe_on_matched_synthetic_slots_reads_every_attribute():
         tx, tfound = matched_slots(*test[:3])
         predicted = (tx[tfound].double() @ weights + bias).argmax(1)
         assert torch.equal(predicted, test[index][tfound])
+
+
+def test_weighted_f1_matches_sklearn_even_with_classes_never_predicted():
+    from sklearn.metrics import f1_score
+
+    from bindbench.core.probes import weighted_f1
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, 300)
+    predicted = np.where(rng.random(300) < 0.6, labels, rng.integers(0, 4, 300))  # class 4 never said
+    ours = weighted_f1(torch.from_numpy(labels), torch.from_numpy(predicted), 6)
+    assert ours == pytest.approx(f1_score(labels, predicted, average="weighted"), abs=1e-12)
+
+
+def test_a_planted_linear_code_of_concepts_is_decoded_exactly_and_noise_at_chance():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from bindbench.core.probes import concept_probe
+
+    gen = torch.Generator().manual_seed(0)
+    sizes = (3, 8, 4)
+    values = torch.stack([torch.randint(k, (2000,), generator=gen) for k in sizes], 1)
+    hot = torch.cat([torch.nn.functional.one_hot(values[:, i], k) for i, k in enumerate(sizes)], 1).double()
+    mixing = torch.randn(hot.shape[1], 32, generator=gen, dtype=torch.float64)
+    code = hot @ mixing * 50 + 7  # a linear code, scaled and shifted: standardization undoes it
+    planted = concept_probe(code[:1000], values[:1000], code[1000:], values[1000:], sizes)
+    assert planted["exact_match"] == 1.0 and planted["mean_f1"] == 1.0
+    noise = torch.randn(2000, 32, generator=gen, dtype=torch.float64)
+    chance = concept_probe(noise[:1000], values[:1000], noise[1000:], values[1000:], sizes)
+    assert chance["accuracy"] == pytest.approx([1 / 3, 1 / 8, 1 / 4], abs=0.05)
+    assert chance["exact_match"] < 0.03 and chance["log_loss"].mean() > planted["log_loss"].mean() + 3
+    # the per-row log-loss is scikit-learn's on standardized features
+    scaler = StandardScaler().fit(noise[:1000].numpy())
+    ours = torch.zeros(1000, dtype=torch.float64)
+    for i in range(3):
+        reference = LogisticRegression(C=1.0, max_iter=2000, tol=1e-10)
+        reference.fit(scaler.transform(noise[:1000].numpy()), values[:1000, i].numpy())
+        p = reference.predict_proba(scaler.transform(noise[1000:].numpy()))
+        ours -= torch.from_numpy(np.log(p[np.arange(1000), values[1000:, i].numpy()]))
+    np.testing.assert_allclose(chance["log_loss"].numpy(), ours.numpy(), atol=1e-3)

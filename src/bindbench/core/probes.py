@@ -209,6 +209,56 @@ def logistic_probe(
     }
 
 
+def weighted_f1(labels: torch.Tensor, predicted: torch.Tensor, num_classes: int) -> float:
+    """F1 per class, averaged with each class's share of the true labels as its weight
+    (scikit-learn's `f1_score(average="weighted")`; a class never predicted nor true scores 0)."""
+    labels, predicted = labels.long(), predicted.long()
+    classes = torch.arange(num_classes, device=labels.device)
+    true = labels[:, None] == classes  # (n, k)
+    said = predicted[:, None] == classes
+    hits = (true & said).sum(0).double()
+    denominator = true.sum(0) + said.sum(0)
+    f1 = torch.where(denominator > 0, 2 * hits / denominator.clamp(min=1), torch.zeros_like(hits))
+    return float((f1 * true.sum(0)).sum() / len(labels))
+
+
+def concept_probe(
+    train_x: torch.Tensor,
+    train_values: torch.Tensor,
+    test_x: torch.Tensor,
+    test_values: torch.Tensor,
+    concept_sizes: tuple[int, ...],
+    c: float = 1.0,
+) -> dict:
+    """How well each concept of a combination (train_values (n, c) of value indices) is read
+    from features (n, d) by a linear probe: features standardized on the training rows (as
+    scikit-learn's StandardScaler), one multinomial logistic regression per concept. Returns,
+    on the test rows: `exact_match` (every concept right), `accuracy` and `f1` (weighted) per
+    concept, their means, and `log_loss` (m,), each test row's summed cross-entropy of its
+    true values (the reference ranks held-out prompts by it)."""
+    mean, std = train_x.double().mean(0), train_x.double().std(0, unbiased=False)
+    scale = torch.where(std > 0, std, torch.ones_like(std))
+    fit, test = (train_x.double() - mean) / scale, (test_x.double() - mean) / scale
+    right, accuracy, f1 = [], [], []
+    log_loss = torch.zeros(len(test), dtype=torch.float64, device=test.device)
+    for i, k in enumerate(concept_sizes):
+        weights, bias = logistic_fit(fit, train_values[:, i], k, c)
+        logits = test @ weights + bias
+        predicted = logits.argmax(1)
+        right.append(predicted == test_values[:, i])
+        accuracy.append(float(right[-1].double().mean()))
+        f1.append(weighted_f1(test_values[:, i], predicted, k))
+        log_loss += nn.functional.cross_entropy(logits, test_values[:, i].long(), reduction="none")
+    return {
+        "exact_match": float(torch.stack(right, 1).all(1).double().mean()),
+        "accuracy": accuracy,
+        "f1": f1,
+        "mean_accuracy": sum(accuracy) / len(accuracy),
+        "mean_f1": sum(f1) / len(f1),
+        "log_loss": log_loss,
+    }
+
+
 def probe(
     model: nn.Module,
     inputs: Inputs,
