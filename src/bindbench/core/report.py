@@ -103,12 +103,12 @@ def headline_table(runs: list[dict], settings: list[str], metric: str) -> dict |
     return {"title": title, "columns": [corner, *map(_cell, values)], "rows": rows}
 
 
+NONE = "—"  # a setting the run does not have (a user's model has no width)
+
+
 def _cell(value: Any) -> str:
     """A setting's value as a row or column name: NONE where the run has no such setting."""
     return NONE if value is None else format_cell(value)
-
-
-NONE = "—"  # a setting the run does not have (a user's model has no width)
 
 
 def _label(run: dict, keys: list[str], fallback: str = "") -> str:
@@ -244,14 +244,14 @@ def distinguishing(runs: list[dict], first: list[str] = (), ignore: set[str] = f
             keys, groups = [*keys, key], count
     # a run told apart only by lacking them (a user's model has no width) is named by what it has
     for key in candidates:
-        unnamed = [r for r in runs if all(_lookup(r["spec"], k) is None for k in keys)]
-        if key in keys or key in ignore or not unnamed or len(unnamed) == len(runs):
+        has = [any(_lookup(r["spec"], k) is not None for k in keys) for r in runs]
+        if all(has) or not any(has):
+            break
+        if key in keys or key in ignore:
             continue
-        named = {repr(_lookup(r["spec"], key)) for r in runs if r not in unnamed}
-        if any(
-            _lookup(r["spec"], key) is not None and repr(_lookup(r["spec"], key)) not in named
-            for r in unnamed
-        ):
+        named = {repr(_lookup(r["spec"], key)) for r, h in zip(runs, has) if h}
+        lacking = [_lookup(r["spec"], key) for r, h in zip(runs, has) if not h]
+        if any(v is not None and repr(v) not in named for v in lacking):
             keys.append(key)
     return keys
 
@@ -329,13 +329,14 @@ def sweep_plots(runs: list[dict], headline: str, swept: list[str]) -> list[Plot]
         values = sorted({_lookup(r["spec"], key) for r in done}, key=_sort_key)
         if len(values) < 2:
             continue
-        others = distinguishing(done, [k for k in swept if k not in (key, "seed")], ignore={key, "seed"})
+        rest = [k for k in swept if k not in (key, "seed")]
+        others = distinguishing(done, rest, ignore={key, "seed"})
         groups: dict[str, dict] = defaultdict(lambda: defaultdict(list))
         for run in done:
             groups[_label(run, others)][_lookup(run["spec"], key)].append(run["metrics"][headline])
         # runs without the setting (a user's model beside the widths): a level across the plot
         apart = [r for r in finished if _lookup(r["spec"], key) is None]
-        them = distinguishing(finished, [k for k in swept if k not in (key, "seed")], ignore={key, "seed"})
+        them = distinguishing(finished, rest, ignore={key, "seed"}) if apart else []
         levels: dict[str, list[float]] = defaultdict(list)
         for run in apart:
             levels[_label(run, them, f"no {key.split('.')[-1]}")].append(run["metrics"][headline])

@@ -97,10 +97,6 @@ class Prompts:
         self.train_index = (~self.is_held).nonzero().squeeze(1)
         self.test_index = self.is_held.nonzero().squeeze(1)
 
-    @property
-    def num_concepts(self) -> int:
-        return len(self.concepts)
-
     def words(self, values: torch.Tensor) -> list[list[str]]:
         """The prompt's words for concept values (b, c)."""
         names = list(self.concepts.values())
