@@ -81,27 +81,37 @@ class CrossAttention(nn.Module):
         return x + attended.transpose(1, 2).reshape(b, c, h, w)
 
 
+PATCH = 2  # the U-Net sees 2x2 patches of pixels (as DiT's patch size 2): a quarter of the cost
+
+
 class FlowUNet(nn.Module):
-    """The velocity model v(x_t, t, prompt): a U-Net over 3 resolutions (full, 1/2, 1/4), width
-    `width` channels at the top and twice that below, cross-attention at 1/4."""
+    """The velocity model v(x_t, t, prompt): a U-Net over 3 resolutions of PATCH x PATCH pixel
+    patches (1/2, 1/4 and 1/8 of the image side), `width` channels at the top and twice that
+    below, cross-attention at 1/4 and 1/8."""
 
     def __init__(self, vocab: int, length: int, width: int = 32, dim: int = 64):
         super().__init__()
         self.prompt = PromptEncoder(vocab, length, dim)
         self.time = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         w, cond = width, dim
-        self.stem = nn.Conv2d(3, w, 3, padding=1)
+        self.stem = nn.Sequential(nn.PixelUnshuffle(PATCH), nn.Conv2d(3 * PATCH**2, w, 3, padding=1))
         self.down1 = ResBlock(w, w, cond)
         self.down2 = ResBlock(w, 2 * w, cond)
+        self.attend2 = CrossAttention(2 * w, dim)
         self.down3 = ResBlock(2 * w, 2 * w, cond)
         self.attend3 = CrossAttention(2 * w, dim)
         self.middle = ResBlock(2 * w, 2 * w, cond)
         self.attend_middle = CrossAttention(2 * w, dim)
         self.up2 = ResBlock(4 * w, 2 * w, cond)
         self.up1 = ResBlock(3 * w, w, cond)
-        self.out = nn.Sequential(nn.GroupNorm(min(8, w), w), nn.SiLU(), nn.Conv2d(w, 3, 3, padding=1))
-        nn.init.zeros_(self.out[-1].weight)
-        nn.init.zeros_(self.out[-1].bias)
+        self.out = nn.Sequential(
+            nn.GroupNorm(min(8, w), w),
+            nn.SiLU(),
+            nn.Conv2d(w, 3 * PATCH**2, 3, padding=1),
+            nn.PixelShuffle(PATCH),
+        )
+        nn.init.zeros_(self.out[2].weight)
+        nn.init.zeros_(self.out[2].bias)
 
     def forward(
         self, x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor, drop: torch.Tensor | None = None
@@ -110,9 +120,10 @@ class FlowUNet(nn.Module):
         `drop` (b,) bool puts the null prompt in those rows."""
         words = self.prompt(tokens, drop)  # (b, t, d)
         cond = self.time(time_features(t, words.shape[-1])) + words.mean(1)  # (b, d)
-        h1 = self.down1(self.stem(x), cond)  # (b, w, h, w)
-        h2 = self.down2(nn.functional.avg_pool2d(h1, 2), cond)  # (b, 2w, h/2, w/2)
-        h3 = self.attend3(self.down3(nn.functional.avg_pool2d(h2, 2), cond), words)  # (b, 2w, h/4, w/4)
+        h1 = self.down1(self.stem(x), cond)  # (b, w, h/2, w/2)
+        h2 = self.down2(nn.functional.avg_pool2d(h1, 2), cond)  # (b, 2w, h/4, w/4)
+        h2 = self.attend2(h2, words)
+        h3 = self.attend3(self.down3(nn.functional.avg_pool2d(h2, 2), cond), words)  # (b, 2w, h/8, w/8)
         m = self.attend_middle(self.middle(h3, cond), words)
         u2 = self.up2(torch.cat([nn.functional.interpolate(m, scale_factor=2.0), h2], 1), cond)
         u1 = self.up1(torch.cat([nn.functional.interpolate(u2, scale_factor=2.0), h1], 1), cond)
