@@ -149,3 +149,35 @@ def test_bf16_precision_runs_the_forward_in_bfloat16_and_keeps_weights_and_evalu
     assert 0 < result.final["mse"] < 0.05  # still learns, to bfloat16's ~3 digits
     fp32 = train(*_regression()[:1], TrainSpec(steps=200, lr=0.05, eval_every=100), *_regression()[1:])
     assert result.final["mse"] != fp32.final["mse"]
+
+
+def test_with_ema_the_model_ends_as_the_moving_average_of_its_weights_and_is_evaluated_so():
+    # the weights after each of the first 39 steps, as a 40-step run's sample_batch sees them
+    model, sample, loss_fn, evaluate = _regression()
+    seen = []
+
+    def recording(step):  # called before each step: the weights after the one before
+        if step:
+            seen.append(model.weight.detach().clone())
+        return sample(step)
+
+    train(model, TrainSpec(steps=40, lr=0.05, eval_every=40), recording, loss_fn, evaluate)
+    # the same 39 steps with a moving average: the first step's weights, then
+    # kept += (new - kept) (1 - min(0.9, (1 + n) / (10 + n))) for the n-th after it
+    expected = seen[0]
+    for n, weights in enumerate(seen[1:], start=1):
+        expected = expected + (weights - expected) * (1 - min(0.9, (1 + n) / (10 + n)))
+    model, sample, loss_fn, evaluate = _regression()
+    evaluated = []
+
+    def watching(m):
+        evaluated.append(m.weight.detach().clone())
+        return evaluate(m)
+
+    spec = TrainSpec(steps=39, lr=0.05, eval_every=39, ema=0.9)
+    result = train(model, spec, sample, loss_fn, watching)
+    torch.testing.assert_close(model.weight.detach(), expected, rtol=0, atol=1e-6)
+    assert not torch.allclose(model.weight, seen[-1], atol=1e-4)  # an average, not the last weights
+    assert len(evaluated) == 1 and torch.equal(evaluated[0], model.weight.detach())  # evaluated = kept
+    with torch.no_grad():
+        assert result.final["mse"] == evaluate(model)["mse"]

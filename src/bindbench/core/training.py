@@ -39,6 +39,13 @@ class TrainSpec(Spec):
     clip_norm: float | None = Field(
         None, gt=0, description="clip of the global gradient norm before each step (null: none)"
     )
+    ema: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="decay of a moving average of the weights (warmed up as min(ema, (1+n)/(10+n))), "
+        "evaluated and kept in place of the last weights (null: none)",
+    )
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="bf16: forward and loss under bfloat16 autocast (weights, AdamW, evaluation fp32)"
     )
@@ -125,9 +132,13 @@ def train(
 
     `sample_batch(step)` gives a batch, `loss_fn(model, batch)` a scalar loss and
     `evaluate(model)` a dict of metrics (called under no_grad in eval mode). `spec.clip_norm`,
-    when set, clips the global gradient norm before each step.
+    when set, clips the global gradient norm before each step. With `spec.ema`, an
+    exponential moving average of the weights (and buffers) after every step is what is
+    evaluated, and what `model` holds when training ends.
     """
     optimizer = make_optimizer(model, spec.lr, spec.weight_decay)
+    averaged = None if spec.ema is None else ema_copy(model, spec.ema)
+    scored = model if averaged is None else averaged.module
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, spec))
     result = TrainResult()
     window_loss = None  # summed on the device; read once per evaluation
@@ -135,10 +146,10 @@ def train(
     start = time.perf_counter()
 
     def record(step: int) -> None:
-        model.eval()
+        scored.eval()
         with torch.no_grad():
-            point = {"step": step, **evaluate(model)}
-        model.train()
+            point = {"step": step, **evaluate(scored)}
+        scored.train()
         if window_steps:
             point["train_loss"] = float(window_loss) / window_steps
         point["lr"] = optimizer.param_groups[0]["lr"]
@@ -159,6 +170,8 @@ def train(
             torch.nn.utils.clip_grad_norm_(model.parameters(), spec.clip_norm)
         optimizer.step()
         schedule.step()
+        if averaged is not None:
+            averaged.update_parameters(model)
         detached = loss.detach()
         window_loss = detached if window_loss is None else window_loss + detached
         window_steps += 1
@@ -170,7 +183,22 @@ def train(
             record(done)
             window_loss, window_steps = None, 0
         result.steps = done
+    if averaged is not None and not result.diverged:
+        model.load_state_dict(averaged.module.state_dict())
     return _close(result, time.perf_counter() - start)
+
+
+def ema_copy(model: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """A copy of `model` that `update_parameters(model)` averages: the first update copies
+    the weights (and buffers), the n-th after it (n = 1, 2, ...) moves each towards the
+    model's by 1 - min(decay, (1 + n) / (10 + n)), so that early steps are not held back."""
+
+    def average(kept: list[torch.Tensor], new: list[torch.Tensor], n: torch.Tensor) -> None:
+        rate = min(decay, (1 + int(n)) / (10 + int(n)))
+        for a, b in zip(kept, new):
+            a.lerp_(b, 1 - rate)
+
+    return torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=average, use_buffers=True)
 
 
 def train_ensemble(
@@ -192,6 +220,8 @@ def train_ensemble(
     from bindbench.core.ensemble import StackedAdamW, clip_member_grad_norms_
 
     first = specs[0]
+    if any(spec.ema is not None for spec in specs):
+        raise ValueError("train.ema: ensembles keep no moving average; train the runs alone")
     shared = ("steps", "batch_size", "eval_every", "precision")
     for spec in specs:
         if any(getattr(spec, key) != getattr(first, key) for key in shared):
