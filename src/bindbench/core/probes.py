@@ -170,14 +170,26 @@ def logistic_fit(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Multinomial logistic regression with L2 penalty 1/(2C)|w|^2 (sklearn's objective and
     default C = 1); returns (weights (d, k), bias (k,))."""
-    x = x.double()
     labels = labels.long()
     k = num_classes or int(labels.max()) + 1
-    weights = torch.zeros(x.shape[1], k, dtype=x.dtype, device=x.device, requires_grad=True)
-    bias = torch.zeros(k, dtype=x.dtype, device=x.device, requires_grad=True)
+    return logistic_fit_many(x, labels[:, None], (k,), c, max_iter)
+
+
+def logistic_fit_many(
+    x: torch.Tensor, labels: torch.Tensor, sizes: tuple[int, ...], c: float = 1.0, max_iter: int = 200
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One multinomial logistic regression per column of labels (n, m), the j-th over
+    sizes[j] classes, all on the same features and fit together: the objective is their sum,
+    each with its own weights, so its minimum is each one's own. Returns (weights (d, sum of
+    sizes), bias (sum of sizes,)), the regressions' classes side by side."""
+    x = x.double()
+    labels = labels.long()
+    total = sum(sizes)
+    weights = torch.zeros(x.shape[1], total, dtype=x.dtype, device=x.device, requires_grad=True)
+    bias = torch.zeros(total, dtype=x.dtype, device=x.device, requires_grad=True)
     optimizer = torch.optim.LBFGS(
         [weights, bias],
-        max_iter=max_iter,
+        max_iter=max_iter * len(sizes),
         tolerance_grad=1e-9,
         tolerance_change=1e-12,
         line_search_fn="strong_wolfe",
@@ -185,7 +197,10 @@ def logistic_fit(
 
     def objective():
         optimizer.zero_grad()
-        loss = nn.functional.cross_entropy(x @ weights + bias, labels, reduction="sum")
+        logits = (x @ weights + bias).split(list(sizes), dim=1)
+        loss = sum(
+            nn.functional.cross_entropy(lg, labels[:, j], reduction="sum") for j, lg in enumerate(logits)
+        )
         loss = loss + weights.pow(2).sum() / (2 * c)
         loss.backward()
         return loss
@@ -231,19 +246,21 @@ def concept_probe(
     c: float = 1.0,
 ) -> dict:
     """How well each concept of a combination (train_values (n, c) of value indices) is read
-    from features (n, d) by a linear probe: features standardized on the training rows (as
-    scikit-learn's StandardScaler), one multinomial logistic regression per concept. Returns,
-    on the test rows: `exact_match` (every concept right), `accuracy` and `f1` (weighted) per
-    concept, their means, and `log_loss` (m,), each test row's summed cross-entropy of its
-    true values (the reference ranks held-out prompts by it)."""
+        from features (n, d) by a linear probe: features standardized on the training rows (as
+        scikit-learn's StandardScaler), one multinomial logistic regression per concept (fit
+    together, `logistic_fit_many`). Returns,
+        on the test rows: `exact_match` (every concept right), `accuracy` and `f1` (weighted) per
+        concept, their means, and `log_loss` (m,), each test row's summed cross-entropy of its
+        true values (the reference ranks held-out prompts by it)."""
     mean, std = train_x.double().mean(0), train_x.double().std(0, unbiased=False)
     scale = torch.where(std > 0, std, torch.ones_like(std))
     fit, test = (train_x.double() - mean) / scale, (test_x.double() - mean) / scale
     right, accuracy, f1 = [], [], []
     log_loss = torch.zeros(len(test), dtype=torch.float64, device=test.device)
-    for i, k in enumerate(concept_sizes):
-        weights, bias = logistic_fit(fit, train_values[:, i], k, c)
-        logits = test @ weights + bias
+    weights, bias = logistic_fit_many(fit, train_values, tuple(concept_sizes), c)
+    for i, (k, logits) in enumerate(
+        zip(concept_sizes, (test @ weights + bias).split(list(concept_sizes), 1))
+    ):
         predicted = logits.argmax(1)
         right.append(predicted == test_values[:, i])
         accuracy.append(float(right[-1].double().mean()))
