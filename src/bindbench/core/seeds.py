@@ -17,7 +17,19 @@ import numpy as np
 import torch
 
 # the order is part of the rule: a stream's position is its key (append, never reorder)
-STREAMS = ("init", "data", "eval", "noise", "probe", "roles", "masks", "mask_data", "control")
+STREAMS = (
+    "init",
+    "data",
+    "eval",
+    "noise",
+    "probe",
+    "roles",
+    "masks",
+    "mask_data",
+    "control",
+    "judge",
+    "samples",
+)
 RUN, SHARED = 0, 1  # a stream of one run, or one that every run shares
 
 
