@@ -133,7 +133,7 @@ def test_a_run_is_reproducible_and_its_report_draws_its_samples(tmp_path):
         json.dumps({"id": "r", "status": "done", "spec": spec.model_dump(), **vars(first)}, default=str)
     )
     titles = [p.title for p in generation.plots([stored])]
-    assert len(titles) == 3 and "Samples" in titles[0]
+    assert len(titles) == 4 and "Samples" in titles[0]
 
 
 def test_a_split_that_holds_nothing_out_exits_2_with_one_line(tmp_path, capsys):

@@ -319,10 +319,11 @@ def run(spec: GenerationSpec, ctx) -> RunResult:
         split: draw(spec, model, prompts, combos, 1 + i, device)
         for i, (split, combos) in enumerate(chosen.items())
     }
-    success = {}
+    success, concepts = {}, {}
     for split, d in drawn.items():
-        right = _judged(judge, d["images"], d["values"].to(device)).double().cpu()
-        success[split] = right.reshape(-1, spec.sampling.samples).mean(1)  # (m,) per prompt
+        right = (judge.read(d["images"], CHUNK) == d["values"].to(device)).double().cpu()  # (n, c)
+        success[split] = right.all(1).double().reshape(-1, spec.sampling.samples).mean(1)  # (m,) per prompt
+        concepts[split] = dict(zip(prompts.concepts, right.mean(0).tolist()))  # each attribute read right
     sizes = tuple(len(v) for v in prompts.concepts.values())
     probed, extra = decodability(drawn["seen"], drawn["held_out"], sizes, spec.sampling.samples)
     per_prompt = extra["prompt_decodability"]
@@ -343,6 +344,7 @@ def run(spec: GenerationSpec, ctx) -> RunResult:
     extra.update(
         prompts_held_out=prompts.describe(prompts.combinations[chosen["held_out"].to(prompts.device)]),
         prompt_success=success["held_out"].tolist(),
+        concept_success=concepts,
         grid=_grid(spec, prompts, chosen, drawn),
     )
     return RunResult(metrics=metrics, curve=trained.curve, extra=extra, model=model)
@@ -437,7 +439,32 @@ def success_plot(runs: list[dict]) -> Plot | None:
         ax.legend(fontsize=6)
     axes[0].set_title("against coverage (solid: held out)", fontsize=9)
     axes[1].set_title("against width (dashed: seen)", fontsize=9)
-    return Plot("Generation success against coverage and width (mean ± std over seeds)", fig, data)
+    return Plot(
+        "Generation success against coverage and width (mean ± std over seeds)",
+        fig,
+        data,
+        _concept_table(done),
+    )
+
+
+def _concept_table(runs: list[dict]) -> dict | None:
+    """Each attribute read right on the generated images, seen and held out, per width and
+    coverage (mean over seeds): which part of a prompt fails."""
+    runs = [r for r in runs if "concept_success" in r.get("extra", {})]
+    if not runs:
+        return None
+    names = list(runs[0]["extra"]["concept_success"]["seen"])
+    cells = defaultdict(list)
+    for r in runs:
+        cells[(_width(r), _coverage(r))].append(r["extra"]["concept_success"])
+    rows = []
+    for (width, coverage), found in sorted(cells.items()):
+        row = [width, f"{coverage:g}"]
+        for split in ("seen", "held_out"):
+            row += [f"{np.mean([f[split][n] for f in found]):.2f}" for n in names]
+        rows.append(row)
+    columns = ["width", "coverage", *[f"{n} ({split})" for split in ("seen", "held out") for n in names]]
+    return {"columns": columns, "rows": rows}
 
 
 def rank_correlation(x, y) -> tuple[float, float, float]:
@@ -474,18 +501,27 @@ def correlation_plot(runs: list[dict]) -> Plot | None:
     by_prompt.set_ylabel("success of the prompt")
     x = [r["metrics"]["decodability_f1"] for r in done]
     y = [r["metrics"]["success_held_out"] for r in done]
+    coverages = sorted({_coverage(r) for r in done})
     for w in widths:
-        mine = [i for i, r in enumerate(done) if _width(r) == w]
-        by_run.scatter(
-            [x[i] for i in mine], [y[i] for i in mine], s=16, color=f"C{widths.index(w)}", label=f"width {w}"
-        )
+        for c in coverages:
+            mine = [i for i, r in enumerate(done) if _width(r) == w and _coverage(r) == c]
+            if mine:
+                by_run.scatter(
+                    [x[i] for i in mine],
+                    [y[i] for i in mine],
+                    s=18,
+                    color=f"C{widths.index(w)}",
+                    marker="os^vD"[coverages.index(c) % 5],
+                    label=f"width {w}, coverage {c:g}",
+                )
     rho, low, high = rank_correlation(x, y)
     by_run.set_title(f"runs; Spearman {_interval(rho, low, high)}", fontsize=9)
     by_run.set_xlabel("decodability F1 (held out, best probe)")
     by_run.set_ylabel("held-out success")
-    by_run.legend(fontsize=7)
+    by_run.legend(fontsize=6)
     for ax in (by_prompt, by_run):
         ax.grid(alpha=0.3)
+        ax.set_ylim(-0.02, 1.02)
     data = {
         "across_runs": {"spearman": rho, "ci95": [low, high], "runs": len(done)},
         "within_run_spearman": within,
@@ -494,8 +530,43 @@ def correlation_plot(runs: list[dict]) -> Plot | None:
     return Plot("Decodability against held-out generation success", fig, data)
 
 
+def _time_label(time: str) -> str:
+    return "mean over the times" if time == "mean" else f"{float(time):.0%} of the schedule"
+
+
+def layers_plot(runs: list[dict]) -> Plot | None:
+    """Held-out decodability F1 of every block (in forward order) at each probed time and
+    their mean, averaged over a width's runs; the prompt encoder's as a dotted line."""
+    done = [r for r in _done(runs) if "probes" in r.get("extra", {})]
+    widths = sorted({_width(r) for r in done})
+    if not widths:
+        return None
+    fig, axes = panels(len(widths), height=2.9)
+    data = {}
+    for ax, width in zip(axes, widths):
+        mine = [r["extra"]["probes"] for r in done if _width(r) == width]
+        keys = [k for k in mine[0] if "@" in k]
+        names = list(dict.fromkeys(k.split("@")[0] for k in keys))
+        times = list(dict.fromkeys(k.split("@")[1] for k in keys))
+        for j, time in enumerate(times):
+            f1 = [float(np.mean([p[f"{n}@{time}"]["f1"] for p in mine])) for n in names]
+            ax.plot(range(len(names)), f1, marker="o", markersize=3, color=f"C{j}", label=_time_label(time))
+            data[f"width={width} t={time}"] = dict(zip(names, f1))
+        if "prompt" in mine[0]:
+            text = float(np.mean([p["prompt"]["f1"] for p in mine]))
+            ax.axhline(text, color="k", linestyle=":", linewidth=1, label="prompt encoder")
+            data[f"width={width} prompt encoder"] = text
+        ax.set_xticks(range(len(names)), names, rotation=60, fontsize=6)
+        ax.set_ylim(0, 1.02)
+        ax.set_ylabel("held-out F1 (mean over concepts)")
+        ax.set_title(f"width {width} ({len(mine)} runs)", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=6)
+    return Plot("Decodability of the prompt's concepts per block and time (held-out prompts)", fig, data)
+
+
 def plots(runs: list[dict]) -> list[Plot]:
-    found = (grid_plot(runs), success_plot(runs), correlation_plot(runs))
+    found = (grid_plot(runs), success_plot(runs), correlation_plot(runs), layers_plot(runs))
     return [p for p in found if p is not None]
 
 
