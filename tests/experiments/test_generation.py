@@ -143,3 +143,17 @@ def test_a_split_that_holds_nothing_out_exits_2_with_one_line(tmp_path, capsys):
     error = capsys.readouterr().err
     assert code == 2 and len(error.strip().splitlines()) == 1 and "holds out none" in error, error
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("generator.width=12", ["generator.width", "multiple of 8"]),
+        ("prompts.resolution=20", ["prompts.resolution", "multiple of 8"]),
+        ("sampling.times=[0.5,2]", ["sampling.times", "fractions"]),
+    ],
+)
+def test_sizes_the_generator_cannot_take_exit_2_naming_the_key(override, words, tmp_path, capsys):
+    code = main(["run", "generation", "--out", str(tmp_path / "out"), "--quiet", "--set", override])
+    error = capsys.readouterr().err
+    assert code == 2 and len(error.strip().splitlines()) == 1 and all(w in error for w in words), error

@@ -57,38 +57,21 @@ class PromptSpec(Spec):
     )
     colours: int = Field(8, ge=2, le=len(DEFAULT_COLOURS), description="colours named")
     shapes: int = Field(4, ge=2, le=len(SHAPES), description="shapes named")
-    resolution: int = Field(32, ge=16, description="image side in pixels, a multiple of 8")
+    resolution: int = Field(
+        32, ge=16, multiple_of=8, description="image side in pixels (the U-Net halves 2x2 patches twice)"
+    )
     held_out: float = Field(
         0.3, gt=0, lt=1, description="fraction of the combinations held out of training (coverage: 1 - this)"
     )
     hue_jitter: float = Field(0.03, ge=0, le=0.1, description="hue drawn within this of the colour's")
 
-    @field_validator("resolution")
-    @classmethod
-    def _multiple_of_8(cls, value: int) -> int:
-        if value % 8:
-            raise ValueError(f"must be a multiple of 8 (the U-Net halves 2x2 patches twice), got {value}")
-        return value
-
 
 class GeneratorSpec(Spec):
-    width: int = Field(32, ge=8, description="U-Net channels at the top (twice that below), a multiple of 8")
-    dim: int = Field(64, ge=4, description="prompt and time features, a multiple of 4 (attention heads)")
+    width: int = Field(
+        32, ge=8, multiple_of=8, description="U-Net channels at the top, twice that below (group norms of 8)"
+    )
+    dim: int = Field(64, ge=4, multiple_of=4, description="prompt and time features (4 attention heads)")
     drop_prompt: float = Field(0.1, ge=0, lt=1, description="training rows given the null prompt (guidance)")
-
-    @field_validator("width")
-    @classmethod
-    def _width(cls, value: int) -> int:
-        if value % 8:
-            raise ValueError(f"must be a multiple of 8 (group norms of 8 groups), got {value}")
-        return value
-
-    @field_validator("dim")
-    @classmethod
-    def _dim(cls, value: int) -> int:
-        if value % 4:
-            raise ValueError(f"must be a multiple of 4 (4 attention heads), got {value}")
-        return value
 
 
 class JudgeSpec(Spec):
