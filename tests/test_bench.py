@@ -12,6 +12,7 @@ from bindbench import bench
 from bindbench.bench import (
     _training_flops,
     bench_ensemble,
+    bench_flow,
     bench_mlp,
     bench_scenes,
     bench_seq2seq,
@@ -39,6 +40,9 @@ def test_benchmarks_report_side_by_side_ratios():  # a smoke test: tiny sizes, n
     scenes = bench_scenes(16, batch_size=2, steps=1, **{"train.pixels": 8, "model.channels": 4})
     assert scenes["case"] == "slot_attention autoencoder 16x16, batch 2, stride 2, mlp decoder, 8 pixels"
     assert 0 < scenes["data_fraction_of_step"] and scenes["scenes_per_second"] > 0
+    flow = bench_flow(8, batch_size=2, steps=1, sampling_steps=2)
+    assert flow["case"].startswith("flow U-Net width 8") and 0 < flow["data_fraction_of_step"]
+    assert flow["images_per_second"] > 0
 
 
 def test_bench_only_an_unknown_group_is_a_one_line_error(capsys):
@@ -46,7 +50,7 @@ def test_bench_only_an_unknown_group_is_a_one_line_error(capsys):
 
     assert main(["bench", "--only", "scenes", "--only", "gpu"]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == "bindbench: error: --only 'gpu': choose from ensemble, mlp, scan, scenes"
+    assert err.strip() == "bindbench: error: --only 'gpu': choose from ensemble, mlp, scan, scenes, flow"
 
 
 def test_the_peak_is_the_best_of_several_matmul_sizes_and_shown_as_such():

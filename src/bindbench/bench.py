@@ -339,7 +339,45 @@ def compare(command: str, width: int = 256, depth: int = 4, steps: int = 300, ro
     }
 
 
-GROUPS = ("ensemble", "mlp", "scan", "scenes")
+GROUPS = ("ensemble", "mlp", "scan", "scenes", "flow")
+
+
+def bench_flow(width: int = 32, batch_size: int = 32, steps: int = 10, sampling_steps: int = 20) -> dict:
+    """(f) The generation experiment's generator at its spec's defaults but `width`: a training
+    step (a batch of prompts and their renders, the flow-matching loss, AdamW), the prompts
+    rendered per second and their share of a step, and images drawn per second (guided Euler
+    steps, two forward passes each)."""
+    from bindbench.core.config import build_spec
+    from bindbench.experiments.generation import GenerationSpec, make_generator, make_prompts
+    from bindbench.models.flow import flow_loss, sample
+
+    spec = build_spec(GenerationSpec, overrides={"generator.width": width, "train.batch_size": batch_size})
+    prompts, generator = make_prompts(spec), torch.Generator().manual_seed(0)
+    render_seconds = min(_seconds(lambda: prompts.sample(batch_size, generator), 20) for _ in range(3))
+    torch.manual_seed(0)
+    model = make_generator(spec)
+    optimizer = make_optimizer(model, spec.train.lr, spec.train.weight_decay)
+
+    def step() -> None:
+        batch = prompts.sample(batch_size, generator)
+        loss = flow_loss(model, batch.scenes.images, batch.tokens, generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    step_seconds = _seconds(step, steps)
+    tokens = prompts.sample(batch_size, generator, render=False).tokens
+    draw = functools.partial(sample, model, tokens, generator, sampling_steps, spec.sampling.guidance)
+    draw_seconds = _seconds(draw, max(1, steps // 5), warmup=1)
+    parameters = sum(p.numel() for p in model.parameters())
+    return {
+        "case": f"flow U-Net width {width} ({parameters / 1e6:.2f} M), 32x32, batch {batch_size}",
+        "ms_per_step": 1e3 * step_seconds,
+        "prompts_per_second": batch_size / render_seconds,
+        "data_fraction_of_step": render_seconds / step_seconds,
+        "images_per_second": batch_size / draw_seconds,
+        "sampling_steps": sampling_steps,
+    }
 
 
 def run_benchmarks(quick: bool = False, only: tuple[str, ...] = GROUPS) -> dict:
@@ -375,6 +413,9 @@ def run_benchmarks(quick: bool = False, only: tuple[str, ...] = GROUPS) -> dict:
         results["scenes_32_reference_layout"] = bench_scenes(32, steps=few, **reference)
         results["scenes_64"] = bench_scenes(64, steps=few, **{"train.pixels": 1024})
         results["scenes_64_reference_layout"] = bench_scenes(64, steps=few, **reference)
+    if "flow" in only:  # the generation experiment's full-profile widths
+        results["flow_16"] = bench_flow(16, steps=steps)
+        results["flow_32"] = bench_flow(32, steps=steps)
     return results
 
 
@@ -468,6 +509,14 @@ def results_table(results: dict) -> Table:
         table.add_row(
             case["case"],
             f"{case['ms_per_step']:.1f} ms per step, {case['scenes_per_second']:.0f} scenes/s generated",
+            f"data {100 * case['data_fraction_of_step']:.2f}% of a step",
+            "< 5%",
+        )
+    for case in (value for key, value in results.items() if key.startswith("flow_")):
+        table.add_row(
+            case["case"],
+            f"{case['ms_per_step']:.1f} ms per step, {case['images_per_second']:.1f} images/s drawn"
+            f" ({case['sampling_steps']} steps), {case['prompts_per_second']:.0f} prompts/s rendered",
             f"data {100 * case['data_fraction_of_step']:.2f}% of a step",
             "< 5%",
         )
