@@ -157,3 +157,16 @@ def test_sizes_the_generator_cannot_take_exit_2_naming_the_key(override, words, 
     code = main(["run", "generation", "--out", str(tmp_path / "out"), "--quiet", "--set", override])
     error = capsys.readouterr().err
     assert code == 2 and len(error.strip().splitlines()) == 1 and all(w in error for w in words), error
+
+
+def test_the_two_object_form_runs_end_to_end_with_its_four_concepts():
+    torch.set_num_threads(1)
+    result = generation.run(tiny_spec("prompts.form=pair"), RunContext(torch.device("cpu")))
+    assert set(result.extra["concept_success"]["seen"]) == {
+        "left colour",
+        "left shape",
+        "right colour",
+        "right shape",
+    }
+    assert "left of" in result.extra["grid"]["held_out"]["prompts"][0]
+    assert 0 <= result.metrics["success_held_out"] <= 1 and 0 <= result.metrics["decodability_f1"] <= 1
