@@ -105,6 +105,9 @@ def test_the_claims_read_the_smallest_coverage_and_the_correlation_across_runs()
     verdict = claims["held_out_below_seen"](runs)
     assert verdict.status == HELD and verdict.numbers["coverage"] == pytest.approx(0.3)
     assert claims["judge_reliable"](runs).status == HELD
+    one_bad = [*runs[:-1], {**runs[-1], "metrics": {**runs[-1]["metrics"], "judge_accuracy": 0.9}}]
+    verdict = claims["judge_reliable"](one_bad)  # the mean is 0.975, but one run's judge is off
+    assert verdict.status == NOT_HELD and verdict.numbers["runs below"] == 1
     assert claims["decodability_predicts_success"](runs).status == HELD
     flipped = [
         {**r, "metrics": {**r["metrics"], "decodability_f1": 1 - r["metrics"]["decodability_f1"]}}

@@ -35,7 +35,7 @@ from matplotlib.figure import Figure
 from pydantic import Field, field_validator
 from scipy import stats
 
-from bindbench.core.claims import HELD, NOT_HELD, NOT_MEASURED, Claim, Verdict, beyond, exceeds, values
+from bindbench.core.claims import HELD, NOT_HELD, NOT_MEASURED, Claim, Verdict, exceeds, values
 from bindbench.core.config import Spec, get_path
 from bindbench.core.probes import capture, concept_probe
 from bindbench.core.registry import Experiment, RunResult, register
@@ -47,6 +47,7 @@ from bindbench.models.judge import AttributeJudge, train_judge
 from bindbench.tasks.prompts import DEFAULT_COLOURS, Prompts
 from bindbench.tasks.scenes import SHAPES
 
+JUDGE_BOUND = 0.95  # a judge less accurate on true renders than this makes its run's success figures moot
 GRID_PROMPTS, GRID_SAMPLES = 4, 3  # the report's sample grid: prompts per split, samples per prompt
 CHUNK = 256  # images per forward pass when judging or probing
 
@@ -557,7 +558,16 @@ def plots(runs: list[dict]) -> list[Plot]:
 
 
 def _judge_reliable(runs: list[dict]) -> Verdict:
-    return beyond(values(runs, "judge_accuracy"), 0.95, "judge accuracy on held-out true renders")
+    """Every run's judge at 0.95 or more: a run's success figures rest on its own judge."""
+    found = values(runs, "judge_accuracy")
+    if not found:
+        return Verdict(NOT_MEASURED, {}, "no finished run gives judge accuracy")
+    low, below = min(found), sum(a < JUDGE_BOUND for a in found)
+    numbers = {"lowest": low, "mean": float(np.mean(found)), "runs below": below, "runs": len(found)}
+    detail = (
+        f"judge accuracy on held-out true renders {low:.3f} at the lowest, {below} of {len(found)} runs below"
+    )
+    return Verdict(NOT_HELD if below else HELD, numbers, f"{detail} {JUDGE_BOUND}")
 
 
 def _held_out_below_seen(runs: list[dict]) -> Verdict:
@@ -591,8 +601,8 @@ ANCHOR = "Redhardt, Akram & Schug 2025, section on text-to-image models (researc
 CLAIMS = (
     Claim(
         "judge_reliable",
-        "The judge reads every attribute of true held-out renders: accuracy at least 0.95 "
-        "(else the success figures mean nothing)",
+        "In every run the judge reads every attribute of true held-out renders: accuracy at "
+        "least 0.95 (else that run's success figures mean nothing)",
         "BindBench's own check of its ground-truth judge",
         _judge_reliable,
     ),
