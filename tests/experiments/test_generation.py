@@ -32,7 +32,7 @@ def test_the_generator_trains_on_training_combinations_only_and_the_judge_on_all
         return batch
 
     monkeypatch.setattr(Prompts, "sample", recording)
-    spec = tiny_spec("train.steps=6", "judge.steps=6", "judge.batch_size=32")
+    spec = tiny_spec("train.steps=6", "judge.steps=6", "judge.max_steps=6", "judge.batch_size=32")
     generation.run(spec, RunContext(torch.device("cpu")))
     training = [held for split, held in drawn if split == "train"]
     judging = [held for split, held in drawn if split == "all"]
@@ -173,3 +173,18 @@ def test_the_two_object_form_runs_end_to_end_with_its_four_concepts():
     }
     assert "left of" in result.extra["grid"]["held_out"]["prompts"][0]
     assert 0 <= result.metrics["success_held_out"] <= 1 and 0 <= result.metrics["decodability_f1"] <= 1
+
+
+def test_a_judge_below_its_target_trains_on_in_half_rounds_up_to_its_most_steps(monkeypatch):
+    torch.set_num_threads(1)
+    cpu = torch.device("cpu")
+    spec = tiny_spec("judge.steps=4", "judge.max_steps=9", "judge.target=1.0")  # unreachable in 9 steps
+    prompts = generation.make_prompts(spec)
+    _, accuracy, steps = generation.fit_judge(spec, prompts, cpu)
+    assert steps == 9 and accuracy < 1.0  # 4, then 2 + 2 + 1
+    monkeypatch.setattr(
+        generation, "_judged", lambda judge, images, values: torch.ones(len(images), dtype=bool)
+    )
+    assert generation.fit_judge(spec, prompts, cpu)[1:] == (1.0, 4)  # at its target: no more steps
+    # at its defaults the rule stays out of the run id: runs stored before it keep theirs
+    assert "target" not in json.loads(generation.GenerationSpec().model_dump_json())["judge"]
