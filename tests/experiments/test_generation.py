@@ -188,3 +188,14 @@ def test_a_judge_below_its_target_trains_on_in_half_rounds_up_to_its_most_steps(
     assert generation.fit_judge(spec, prompts, cpu)[1:] == (1.0, 4)  # at its target: no more steps
     # at its defaults the rule stays out of the run id: runs stored before it keep theirs
     assert "target" not in json.loads(generation.GenerationSpec().model_dump_json())["judge"]
+
+
+def test_the_judge_is_the_run_s_whatever_the_process_drew_before():
+    torch.set_num_threads(1)
+    spec = tiny_spec()
+    prompts = generation.make_prompts(spec)
+    judges = []
+    for state in (1, 2):  # a worker's global generator after different earlier runs
+        torch.manual_seed(state)
+        judges.append(generation.fit_judge(spec, prompts, torch.device("cpu"))[0].state_dict())
+    assert all(torch.equal(judges[0][k], judges[1][k]) for k in judges[0])

@@ -40,7 +40,7 @@ from bindbench.core.config import Spec, get_path
 from bindbench.core.probes import capture, concept_probe
 from bindbench.core.registry import Experiment, RunResult, register
 from bindbench.core.report import Plot, column_width, panels
-from bindbench.core.seeds import generator, seed_init
+from bindbench.core.seeds import generator, seed_init, stream_seed
 from bindbench.core.training import TrainSpec, train
 from bindbench.models.flow import CrossAttention, FlowUNet, ResBlock, flow_loss, sample
 from bindbench.models.judge import AttributeJudge, train_judge
@@ -189,6 +189,7 @@ def fit_judge(
     over the bound."""
     j, draws = spec.judge, generator(spec.seed, "judge", device=device)
     sizes = tuple(len(v) for v in prompts.concepts.values())
+    torch.manual_seed(stream_seed(spec.seed, "judge", 1))  # its initialization: the run's, not the process's
     judge = AttributeJudge(sizes, j.channels, j.hidden).to(device)
 
     def draw(batch_size: int):
