@@ -51,6 +51,12 @@ def structure(init, sub, abl, random_abl, seed=0):
     return {"model": {"init": init}, "task": {"name": "and"}, "seed": seed}, metrics
 
 
+def generated(held_out, seen, held, decodability=0.9, judge=0.99, seed=0):
+    spec = {"generator": {"width": 16}, "prompts": {"held_out": held_out}, "seed": seed}
+    metrics = {"success_seen": seen, "success_held_out": held, "decodability_f1": decodability}
+    return spec, {**metrics, "judge_accuracy": judge, "coverage": 1 - held_out}
+
+
 CASES = {  # (experiment, claim): (runs that satisfy it, runs that do not)
     ("composition", "width"): (
         runs_of(hyper(32, 0.2), hyper(64, 0.4), hyper(32, 0.1, frac=0.9), hyper(64, 0.3, frac=0.9)),
@@ -137,6 +143,32 @@ CASES = {  # (experiment, claim): (runs that satisfy it, runs that do not)
     ("scan", "systematic_splits"): (
         runs_of(scan("addprim_jump", 0.001), scan("length", 0.05)),
         runs_of(scan("addprim_jump", 0.001), scan("length", 0.6)),
+    ),
+    ("generation", "judge_reliable"): (
+        runs_of(generated(0.3, 0.5, 0.4, judge=0.96), generated(0.7, 0.5, 0.4, judge=0.99)),
+        runs_of(generated(0.3, 0.5, 0.4, judge=0.94), generated(0.7, 0.5, 0.4, judge=0.999)),
+    ),
+    ("generation", "held_out_below_seen"): (  # read at the smallest coverage, 0.3
+        runs_of(
+            generated(0.7, 0.6, 0.4, seed=0), generated(0.7, 0.62, 0.41, seed=1), generated(0.3, 0.5, 0.6)
+        ),
+        runs_of(
+            generated(0.7, 0.6, 0.6, seed=0), generated(0.7, 0.62, 0.61, seed=1), generated(0.3, 0.6, 0.3)
+        ),
+    ),
+    ("generation", "decodability_predicts_success"): (
+        runs_of(
+            *[
+                generated(0.3, 0.5, s, decodability=0.5 + s / 2, seed=i)
+                for i, s in enumerate((0.1, 0.3, 0.5, 0.6, 0.7, 0.9))
+            ]
+        ),
+        runs_of(
+            *[
+                generated(0.3, 0.5, s, decodability=1 - s / 2, seed=i)
+                for i, s in enumerate((0.1, 0.3, 0.5, 0.6, 0.7, 0.9))
+            ]
+        ),
     ),
     ("structure", "subnetworks"): (
         runs_of(structure("trained", 0.48, -0.39, 0.0), structure("random", 0.0, 0.0, 0.0)),
