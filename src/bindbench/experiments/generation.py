@@ -303,7 +303,7 @@ def run(spec: GenerationSpec, ctx) -> RunResult:
     data, noise = generator(spec.seed, "data", device=device), generator(spec.seed, "noise", device=device)
     shared = generator(spec.seed, "eval", device=device)
     fixed = {split: prompts.sample(256, shared, split=split) for split in ("train", "test")}
-    fixed_noise = generator(spec.seed, "eval", 1, device=device).initial_seed()
+    fixed_noise = stream_seed(spec.seed, "eval", 1)  # the noise of every evaluation of the loss
 
     def sample_batch(step):
         batch = prompts.sample(spec.train.batch_size, data)
