@@ -31,6 +31,7 @@ from torch import nn
 from torch.func import functional_call
 
 from bindbench.core.inputs import Inputs, call, length, rows
+from bindbench.core.probes import evaluating
 
 Mask = dict[str, torch.Tensor]  # parameter name -> bool tensor of its shape, True = kept
 METHODS = ("continuous", "gumbel")
@@ -181,9 +182,7 @@ def find_subnetwork(
     sample = data if callable(data) else _minibatches(data, config.batch_size, generator)
     search = MaskSearch(model, maskable_weights(model, include, exclude), config, generator)
     optimizer = torch.optim.Adam(search.logits.parameters(), lr=config.lr)
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
+    with evaluating(model):
         for step in range(config.steps):
             progress = step / max(config.steps - 1, 1)
             inputs, targets = sample(step)
@@ -192,9 +191,6 @@ def find_subnetwork(
             optimizer.zero_grad(set_to_none=True)
             objective.backward()
             optimizer.step()
-    finally:
-        for module, training in modes.items():
-            module.training = training
     return search.hard()
 
 

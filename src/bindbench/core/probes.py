@@ -9,7 +9,8 @@ Everything is solved in float64 in closed form or by L-BFGS, on the activations'
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -55,17 +56,25 @@ def capture(
     hooks = [
         named[name].register_forward_hook(lambda m, i, out, name=name: keep(name, out)) for name in layers
     ]
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
     try:
-        with torch.no_grad():
+        with evaluating(model), torch.no_grad():
             call(model, inputs)
     finally:
         for hook in hooks:
             hook.remove()
+    return {name: captured[name] for name in layers if name in captured}
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[None]:
+    """Within the block the model is in eval mode; every module's own mode is restored after."""
+    modes = {module: module.training for module in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
         for module, training in modes.items():
             module.training = training
-    return {name: captured[name] for name in layers if name in captured}
 
 
 def _first_tensor(out):

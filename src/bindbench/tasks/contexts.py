@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from bindbench.core.patching import Contexts
 from bindbench.tasks.prompts import held_out_combinations
 
 SEPARATOR, QUERY, ARROW = ".", "?", "->"
@@ -141,6 +142,20 @@ class BindingContexts:
         query, arrow = (torch.full((b,), self.vocab.index(word)) for word in (QUERY, ARROW))
         tail = torch.stack([query, asked, arrow], 1)
         return torch.cat([body, tail], 1)
+
+    def for_patching(self, batch: ContextBatch) -> Contexts:
+        """The batch as the causal tests of `core.patching` read it: binding i's entity at
+        3i, its attribute at 3i + 1, the query's entity at 3k."""
+        k = batch.entities.shape[1]
+        return Contexts(
+            tokens=batch.tokens,
+            entity_positions=torch.arange(k) * 3,
+            attribute_positions=torch.arange(k) * 3 + 1,
+            query_position=3 * k,
+            context_end=3 * k - 1,
+            attributes=self.first_attribute + batch.attributes,
+            queried=batch.queried,
+        )
 
     def describe(self, tokens: torch.Tensor) -> list[str]:
         """The contexts as text, one per row of tokens."""
