@@ -28,7 +28,7 @@ $(BIN)/python:
 # torch is pinned in constraints.txt (the CPU wheel); an unpinned torch pulls a CUDA build.
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt torch
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,parquet,ray,mlflow,tensorboard]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,parquet,ray,mlflow,tensorboard,hf]'
 	$(BIN)/bindbench list > /dev/null  # builds the listing's cache (bindbench.catalog): list starts fast
 	touch $(STAMP)
 

@@ -10,6 +10,8 @@ The Python API, each the library's own function (its signature and docstring:
   `apply_mask`, `ablate`, `density`, `mask_iou`, `random_mask` work with its masks.
 - `Store(folder)`: a folder's runs table (`Store(folder, create=False).runs()`).
 - `load_model(folder, run_id)`: a finished run's trained model, from its safetensors checkpoint.
+- `causal_binding_tests(model, tokenizer, entities, attributes)`: do a causal LM's activations
+  carry binding IDs (Feng & Steinhardt 2024)? Activation patching, per block, with controls.
 
 They are imported when first used, so `import bindbench` (and the command line's `--help`)
 stays fast.
@@ -29,6 +31,7 @@ _WHERE = {
     "random_mask": "bindbench.core.masks",
     "Store": "bindbench.core.store",
     "load_model": "bindbench.api",
+    "causal_binding_tests": "bindbench.api",
 }
 
 

@@ -153,3 +153,33 @@ def _as_command(target, profile, sets, seed, device) -> str:
     words += ["--seed", str(seed)] if seed is not None else []
     words += ["--device", device] if device != "cpu" else []
     return shlex.join(words)
+
+
+def causal_binding_tests(
+    model,
+    tokenizer,
+    entities: list[str],
+    attributes: list[str],
+    bindings: int = 3,
+    contexts: int = 200,
+    layers: list[str] | None = None,
+    seed: int = 0,
+    **templates: str,
+) -> dict[str, dict[str, float]]:
+    """The binding-ID causal tests (`core.patching`) on any causal LM with a Hugging Face-style
+    interface (`model(input_ids)` gives logits, or an output with `.logits`) and its tokenizer:
+    {layer: {"accuracy", each test's score, and its "_control"}}, per block by default.
+
+    Contexts are written from the `entities` and `attributes` (one token each) with the
+    `statement` and `query` templates of `tasks.contexts.TextContexts`; `contexts` of them
+    are tested, with as many donors and fitting contexts for the slot means.
+    """
+    import torch
+
+    from bindbench.core.patching import binding_tests, block_names
+    from bindbench.tasks.contexts import TextContexts
+
+    text = TextContexts(tokenizer, entities, attributes, **templates)
+    generator = torch.Generator().manual_seed(seed)
+    drawn = [text.sample(contexts, generator, bindings) for _ in range(3)]
+    return binding_tests(model, layers or block_names(model), *drawn, generator)

@@ -139,3 +139,60 @@ def test_a_layout_outside_the_tokens_is_refused():
         Contexts(
             c.tokens, c.entity_positions, c.attribute_positions, 3, c.context_end, c.attributes, c.queried
         )
+
+
+def tiny_gpt2_and_tokenizer(words):
+    """A randomly initialized two-block GPT-2 and a word-level tokenizer, built here (nothing
+    downloaded)."""
+    import transformers  # the `hf` extra, which `make test` installs
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {word: i for i, word in enumerate(["[UNK]", *words])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]")
+    config = transformers.GPT2Config(vocab_size=len(vocab), n_positions=64, n_embd=32, n_layer=2, n_head=2)
+    torch.manual_seed(0)
+    return transformers.GPT2LMHeadModel(config).eval(), tokenizer
+
+
+NAMES, CITIES = ["Alice", "Bob", "Carol", "Dave", "Erin"], ["Paris", "Rome", "Oslo", "Lima", "Kyiv"]
+
+
+def test_the_tests_run_on_a_tiny_gpt2_through_its_tokenizer():
+    import bindbench
+
+    model, tokenizer = tiny_gpt2_and_tokenizer([*NAMES, *CITIES, "lives", "in", "Therefore,", "."])
+    found = bindbench.causal_binding_tests(model, tokenizer, NAMES, CITIES, bindings=3, contexts=40)
+    assert list(found) == ["transformer.h.0", "transformer.h.1"]
+    for scores in found.values():
+        assert set(scores) == {"accuracy", *TESTS, *(f"{name}_control" for name in TESTS)}
+        assert all(0.0 <= value <= 1.0 for value in scores.values())
+
+
+def test_gpt2_blocks_are_patched_through_their_tuple_outputs():
+    model, tokenizer = tiny_gpt2_and_tokenizer(["a", "b"])
+    tokens = torch.tensor([[1, 2, 1, 2]])
+    before = logits_of(model, tokens)
+    with edited(model, "transformer.h.0", lambda out: out.clone()):
+        assert torch.allclose(logits_of(model, tokens), before)
+    with edited(model, "transformer.h.0", lambda out: torch.zeros_like(out)):
+        assert not torch.allclose(logits_of(model, tokens), before)
+
+
+def test_text_contexts_are_tokenized_as_written():
+    from bindbench.tasks.contexts import TextContexts
+
+    _, tokenizer = tiny_gpt2_and_tokenizer([*NAMES, *CITIES, "lives", "in", "Therefore,", "."])
+    text = TextContexts(tokenizer, NAMES, CITIES)
+    c = text.sample(5, torch.Generator().manual_seed(0), bindings=3)
+    written = tokenizer.batch_decode(c.tokens)
+    row = written[0].split()
+    assert len(row) == 5 * 3 + 4  # "E lives in A ." per binding, then "Therefore, E lives in"
+    asked = int(c.queried[0])
+    assert row[-4] == "Therefore," and row[-3] == row[5 * asked]
+    assert tokenizer.decode(c.answers()[:1]) == row[5 * asked + 3]
+    assert c.entity_positions.tolist() == [0, 5, 10] and c.attribute_positions.tolist() == [3, 8, 13]
+    assert (c.context_end, c.query_position) == (15, 16)
+    with pytest.raises(ValueError, match="one"):
+        TextContexts(tokenizer, [*NAMES[:2], "Zed Zed"], CITIES)

@@ -117,10 +117,15 @@ def edited(model: nn.Module, layer: str, edit: Callable[[torch.Tensor], torch.Te
 
 
 def _answer(model, tokens: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-    """(b,) the candidate token (b, c) with the highest logit at the last position."""
+    """(b,) the candidate token (b, c) with the highest logit at the last position (on the CPU,
+    where the contexts are; the model runs on its own device)."""
     with evaluating(model), torch.no_grad():
-        last = logits_of(model, tokens)[:, -1]  # (b, v)
+        last = logits_of(model, tokens.to(_device(model)))[:, -1].cpu()  # (b, v)
     return candidates.gather(1, last.gather(1, candidates).argmax(1, keepdim=True))[:, 0]
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(iter(model.parameters()), torch.empty(0)).device
 
 
 def _put(h: torch.Tensor, positions: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -192,8 +197,8 @@ def binding_tests(
         first, second = torch.rand(b, len(free), generator=generator).topk(2, 1).indices.unbind(1)
         return free[first], free[second]
 
-    donor = capture(model, donors.tokens, layers)
-    fitted = capture(model, fit.tokens, layers)
+    donor = capture(model, donors.tokens.to(_device(model)), layers)
+    fitted = capture(model, fit.tokens.to(_device(model)), layers)
     before = _answer(model, contexts.tokens, candidates)
     results = {}
     for layer in layers:
@@ -259,3 +264,14 @@ def _swapped(at: torch.Tensor, to: torch.Tensor):
 def _shifted(at: torch.Tensor, to: torch.Tensor, delta: torch.Tensor):
     """An edit: delta[i] added at at[i] and subtracted at to[i]."""
     return lambda out: _put(_put(out, at, _rows(out, at) + delta), to, _rows(out, to) - delta)
+
+
+def block_names(model: nn.Module) -> list[str]:
+    """The names of the model's blocks (the children of its longest `nn.ModuleList`, as
+    `blocks.0` of BindBench's Transformers or `transformer.h.0` of GPT-2): the layers whose
+    outputs are the residual stream."""
+    lists = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m)]
+    if not lists:
+        raise ValueError(f"{type(model).__name__} has no nn.ModuleList of blocks: name the layers to test")
+    name, blocks = max(lists, key=lambda item: len(item[1]))
+    return [f"{name}.{i}" if name else str(i) for i in range(len(blocks))]

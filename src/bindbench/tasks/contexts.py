@@ -18,6 +18,7 @@ Axes: b batch, k binding, t token.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -160,3 +161,93 @@ class BindingContexts:
     def describe(self, tokens: torch.Tensor) -> list[str]:
         """The contexts as text, one per row of tokens."""
         return [" ".join(self.vocab[i] for i in row) for row in tokens.tolist()]
+
+
+class TextContexts:
+    """Contexts of bindings written in words for a pretrained model's tokenizer,
+
+        Alice lives in Paris. Bob lives in Rome. Therefore, Bob lives in
+
+    (the `statement` once per binding, then the `query`), drawn as `core.patching.Contexts`.
+    The tokenizer is Hugging Face-style: `tokenizer(text, add_special_tokens=False)` gives
+    `{"input_ids": [...]}`. Every word must be one token, so that all contexts share one
+    layout; a space before a placeholder goes with the word (" Paris", as byte-pair
+    tokenizers write a word inside a sentence)."""
+
+    def __init__(
+        self,
+        tokenizer,
+        entities: list[str],
+        attributes: list[str],
+        statement: str = " {entity} lives in {attribute}.",
+        query: str = " Therefore, {entity} lives in",
+    ):
+        for name, template, wanted in (
+            ("statement", statement, ["{entity}", "{attribute}"]),
+            ("query", query, ["{entity}"]),
+        ):
+            if re.findall(r"\{entity\}|\{attribute\}", template) != wanted:
+                raise ValueError(f"{name}={template!r} must hold {' then '.join(wanted)}, each once")
+        self.tokenizer = tokenizer
+        self.words = {"entity": list(dict.fromkeys(entities)), "attribute": list(dict.fromkeys(attributes))}
+        if min(len(words) for words in self.words.values()) < 3:
+            raise ValueError("TextContexts needs at least 3 distinct entities and 3 distinct attributes")
+        self.statement, self.query = self._parse(statement), self._parse(query)
+
+    def _ids(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+
+    def _parse(self, template: str) -> list[tuple[str, object]]:
+        """The template as items: ("text", token id), or (kind, token ids of its words)."""
+        parts = re.split(r"(\{entity\}|\{attribute\})", template)
+        items: list[tuple[str, object]] = []
+        for i, part in enumerate(parts):
+            if i % 2 == 0:  # text; a space before a placeholder goes with the word
+                text = part[:-1] if i + 1 < len(parts) and part.endswith(" ") else part
+                items += [("text", token) for token in self._ids(text)]
+                continue
+            kind, space = part[1:-1], " " if parts[i - 1].endswith(" ") else ""
+            ids = []
+            for word in self.words[kind]:
+                got = self._ids(space + word)
+                if len(got) != 1:
+                    raise ValueError(
+                        f"{kind} {space + word!r} is {len(got)} tokens for this tokenizer: each must be one"
+                    )
+                ids.append(got[0])
+            items.append((kind, torch.tensor(ids)))
+        return items
+
+    def sample(self, batch_size: int, generator: torch.Generator, bindings: int = 3) -> Contexts:
+        """batch_size contexts of `bindings` bindings (distinct entities, distinct attributes)."""
+        if not 2 <= bindings <= min(len(words) for words in self.words.values()):
+            raise ValueError(f"bindings={bindings} must be in [2, the number of entities and of attributes]")
+        b, k = batch_size, bindings
+        drawn = {
+            kind: torch.rand(b, len(words), generator=generator).argsort(1)[:, :k]
+            for kind, words in self.words.items()
+        }
+        queried = torch.randint(k, (b,), generator=generator)
+        columns, at = [], {"entity": [], "attribute": [], "query": []}
+        attributes = None
+        for j in [*range(k), None]:  # the statements, then the query (j = None)
+            for kind, value in self.statement if j is not None else self.query:
+                if kind == "text":
+                    columns.append(torch.full((b,), value))
+                    continue
+                slot = drawn[kind][:, j] if j is not None else drawn[kind][torch.arange(b), queried]
+                at["query" if j is None else kind].append(len(columns))
+                columns.append(value[slot])
+                if kind == "attribute" and attributes is None:
+                    attributes = value[drawn[kind]]  # (b, k): the statements' attribute tokens
+            if j == k - 1:
+                context_end = len(columns)
+        return Contexts(
+            tokens=torch.stack(columns, 1),
+            entity_positions=torch.tensor(at["entity"]),
+            attribute_positions=torch.tensor(at["attribute"]),
+            query_position=at["query"][0],
+            context_end=context_end,
+            attributes=attributes,
+            queried=queried,
+        )
