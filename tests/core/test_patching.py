@@ -39,6 +39,7 @@ class SlotLookup(nn.Module):
         super().__init__()
         self.embed = Embed()
         self.lookup = nn.Identity()  # a second hookable layer, after the embedding
+        self.out = nn.Identity()  # the logits: at the context's positions, read by nothing
 
     def forward(self, tokens):
         x = self.lookup(self.embed(tokens))
@@ -51,7 +52,7 @@ class SlotLookup(nn.Module):
         answer = torch.einsum("bt,btv->bv", carrier, context * ATTRIBUTE)
         logits = torch.zeros(len(tokens), tokens.shape[1], V)
         logits[:, -1] = answer
-        return logits
+        return self.out(logits)
 
 
 class PositionLookup(SlotLookup):
@@ -100,7 +101,7 @@ def test_a_patch_of_a_position_with_its_own_activation_changes_nothing():
 
 def test_a_slot_binding_model_passes_every_test_and_its_controls_move_nothing():
     found = scores(SlotLookup())
-    assert found["accuracy"] == 1.0
+    assert found["accuracy"] == 1.0 and found["read"] == 1.0
     for name in TESTS:
         assert found[name] > 0.95, (name, found[name])
         assert found[f"{name}_control"] == 0.0, (name, found[f"{name}_control"])
@@ -119,6 +120,12 @@ def test_the_control_moves_nothing_on_a_model_with_no_binding():
     found = scores(QueryOnly())
     for name in TESTS:
         assert found[f"{name}_control"] == 0.0
+
+
+def test_a_layer_whose_context_positions_nothing_reads_moves_nothing():
+    found = scores(SlotLookup(), layer="out")
+    assert found["read"] == 0.0 and found["factorizability_attribute"] < 0.1
+    assert found["position"] == 1.0  # "unchanged", emptily: why position is read where `read` is high
 
 
 def test_a_later_layer_is_patched_on_its_own_output():
@@ -166,7 +173,7 @@ def test_the_tests_run_on_a_tiny_gpt2_through_its_tokenizer():
     found = bindbench.causal_binding_tests(model, tokenizer, NAMES, CITIES, bindings=3, contexts=40)
     assert list(found) == ["transformer.h.0", "transformer.h.1"]
     for scores in found.values():
-        assert set(scores) == {"accuracy", *TESTS, *(f"{name}_control" for name in TESTS)}
+        assert set(scores) == {"accuracy", "read", *TESTS, *(f"{name}_control" for name in TESTS)}
         assert all(0.0 <= value <= 1.0 for value in scores.values())
 
 

@@ -57,6 +57,17 @@ def generated(held_out, seen, held, decodability=0.9, judge=0.99, seed=0):
     return spec, {**metrics, "judge_accuracy": judge, "coverage": 1 - held_out}
 
 
+def bound(accuracy=1.0, seed=0, control=0.0, **scores):
+    """A binding_ids run: every test at 0.9 (control 0) unless given."""
+    from bindbench.core.patching import TESTS
+
+    spec = {"model": {"depth": 2, "d_model": 64}, "task": {"bindings": 3}, "seed": seed}
+    metrics = {"accuracy": accuracy}
+    for test in TESTS:
+        metrics[test], metrics[f"{test}_control"] = scores.get(test, 0.9), control
+    return spec, metrics
+
+
 CASES = {  # (experiment, claim): (runs that satisfy it, runs that do not)
     ("composition", "width"): (
         runs_of(hyper(32, 0.2), hyper(64, 0.4), hyper(32, 0.1, frac=0.9), hyper(64, 0.3, frac=0.9)),
@@ -169,6 +180,22 @@ CASES = {  # (experiment, claim): (runs that satisfy it, runs that do not)
                 for i, s in enumerate((0.1, 0.3, 0.5, 0.6, 0.7, 0.9))
             ]
         ),
+    ),
+    ("binding_ids", "learns_binding"): (
+        runs_of(bound(0.995, seed=0), bound(0.999, seed=1)),
+        runs_of(bound(0.995, seed=0), bound(0.95, seed=1)),
+    ),
+    ("binding_ids", "factorizability"): (
+        runs_of(bound(seed=0), bound(seed=1)),
+        runs_of(bound(seed=0, factorizability_entity=0.2), bound(seed=1, factorizability_entity=0.3)),
+    ),
+    ("binding_ids", "position_independence"): (
+        runs_of(bound(position=0.8)),
+        runs_of(bound(position=0.8, control=0.3)),  # the control moved answers too: nothing shown
+    ),
+    ("binding_ids", "additivity"): (
+        runs_of(bound(additivity_entity=0.6, additivity_attribute=0.7)),
+        runs_of(bound(additivity_entity=0.6, additivity_attribute=0.1)),
     ),
     ("structure", "subnetworks"): (
         runs_of(structure("trained", 0.48, -0.39, 0.0), structure("random", 0.0, 0.0, 0.0)),

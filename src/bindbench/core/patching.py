@@ -24,8 +24,11 @@ answer moves as the account predicts:
 Beside each, a control applies the same edit at random positions of the context that hold
 no entity or attribute (separators, filler words; contexts need two of them) with the
 original query; its score is the fraction of answers
-that moved at all, which should be 0. Answers are read as the argmax over the attributes of
-the context and its donor. Axes: b context, k binding (slot), t position, d feature.
+that moved at all, which should be 0. `read` is the fraction of answers that the donor's
+attribute moves at all: where it is near 0 (a last block, whose outputs at the context's
+positions no later layer reads) no edit there can move anything, and `position`'s
+"unchanged" is empty. Answers are read as the argmax over the attributes of the context and
+its donor. Axes: b context, k binding (slot), t position, d feature.
 """
 
 from __future__ import annotations
@@ -148,7 +151,7 @@ def binding_tests(
     fit: Contexts,
     generator: torch.Generator,
 ) -> dict[str, dict[str, float]]:
-    """{layer: {"accuracy": unpatched, test: score, test + "_control": moved fraction}} for
+    """{layer: {"accuracy": unpatched, "read", test: score, test + "_control": moved fraction}} for
     every test of the module docstring. `donors` (the same layout, other entities and
     attributes) give the replacements; `fit` contexts give the slot means for additivity."""
     if donors.tokens.shape != contexts.tokens.shape or not (
@@ -242,7 +245,10 @@ def binding_tests(
         scores = {"accuracy": float((before == truth).float().mean())}
         for name, (tokens, edit, predicted, control, counted) in tests.items():
             with edited(model, layer, edit):
-                moved = _answer(model, tokens, candidates) == predicted
+                got = _answer(model, tokens, candidates)
+            moved = got == predicted
+            if name == "factorizability_attribute":
+                scores["read"] = float((got != before)[counted].float().mean())
             with edited(model, layer, control):
                 moved_by_control = _answer(model, contexts.tokens, candidates) != before
             scores[name] = float(moved[counted].float().mean())

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from bindbench.core.config import SpecError, load_yaml
 from bindbench.core.registry import Suite, register_suite
-from bindbench.experiments import generation, hyperteacher, objects, scan, structure  # noqa: F401  (they register)
+from bindbench.experiments import binding_ids, generation, hyperteacher, objects, scan, structure  # noqa: F401  (they register)
 
 SUITE_DIR = Path(__file__).parent / "suites"
 

@@ -1,0 +1,72 @@
+import json
+
+import pytest
+import torch
+
+from bindbench.core.config import SpecError
+from bindbench.core.patching import TESTS
+from bindbench.core.plan import make_plan
+from bindbench.core.registry import EXPERIMENTS
+from bindbench.core.worker import RunContext
+from bindbench.experiments import binding_ids
+from bindbench.tasks.contexts import BindingContexts
+
+
+def tiny_spec(*sets: str):
+    tiny = [f"{k}={json.dumps(v)}" for k, v in EXPERIMENTS["binding_ids"].tiny.items()]
+    return make_plan("binding_ids", sets=[*tiny, *sets]).jobs[0].spec
+
+
+def test_training_never_sees_a_held_out_pair_or_length(monkeypatch):
+    torch.set_num_threads(1)
+    drawn = []
+    original = BindingContexts.sample
+
+    def recording(self, batch_size, gen, split="train", bindings=None):
+        batch = original(self, batch_size, gen, split, bindings)
+        drawn.append((split, batch, self))
+        return batch
+
+    monkeypatch.setattr(BindingContexts, "sample", recording)
+    spec = tiny_spec("train.steps=6", "task.held_out_pairs=0.2")
+    binding_ids.run(spec, RunContext(torch.device("cpu")))
+    training = [(b, task) for split, b, task in drawn if len(b.tokens) == spec.train.batch_size]
+    assert len(training) == 6
+    for batch, task in training:
+        assert not task.held[batch.entities, batch.attributes].any()
+        assert batch.entities.shape[1] in task.lengths
+    held = [b for split, b, _ in drawn if split == "held_out_pairs"]
+    assert held and all(task.held[b.entities, b.attributes].any(1).all() for b in held)
+
+
+def test_a_run_reports_every_test_per_layer_and_along_training():
+    torch.set_num_threads(1)
+    result = binding_ids.run(tiny_spec(), RunContext(torch.device("cpu")))
+    per_layer = result.extra["per_layer"]
+    assert list(per_layer) == ["embed", "blocks.0"]
+    assert len(result.curve) == 2 and all(set(TESTS) <= set(point) for point in result.curve)
+    for test in TESTS:
+        assert 0.0 <= result.metrics[test] <= 1.0
+        assert result.metrics[f"{test}_layer"] == 1.0  # the one block, never the embedding
+
+
+def test_position_is_read_at_the_block_where_the_attributes_are_read():
+    def layer(position, read, factorizability=0.0):
+        return {"position": position, "read": read, "factorizability_attribute": factorizability}
+
+    per_layer = {"embed": layer(0.0, 1.0), "blocks.0": layer(0.7, 0.9, 0.3), "blocks.1": layer(1.0, 0.0)}
+    assert binding_ids.best_block(per_layer, "position") == "blocks.0"  # blocks.1's 1.0 is empty
+    assert binding_ids.best_block(per_layer, "factorizability_attribute") == "blocks.0"
+
+
+@pytest.mark.parametrize(
+    "sets, message",
+    [
+        (["tests.bindings=5", "task.bindings=4"], "tests.bindings=5 must be at most task.bindings=4"),
+        (["task.entities=6", "task.bindings=6"], "task.bindings \\+ 1 = 7"),
+        (["model.d_model=30", "model.heads=4"], "multiple of model.heads"),
+    ],
+)
+def test_impossible_settings_name_themselves(sets, message):
+    with pytest.raises(SpecError, match=message):
+        make_plan("binding_ids", sets=sets)
