@@ -65,7 +65,7 @@ def test_on_eval_fires_for_every_member_of_an_ensemble_with_its_stored_curve(tmp
 def test_the_examples_in_docs_api_md_run_as_written(tmp_path, monkeypatch):
     page = open(os.path.join(os.path.dirname(__file__), "..", "docs", "api.md")).read()
     blocks = re.findall(r"```python\n(.*?)```", page, flags=re.S)
-    assert len(blocks) == 2
+    assert len(blocks) == 3
     monkeypatch.chdir(tmp_path)
     for code in blocks:
         exec(compile(code, "docs/api.md", "exec"), {"__name__": "docs_api"})

@@ -51,12 +51,22 @@ def test_a_run_reports_every_test_per_layer_and_along_training():
 
 
 def test_position_is_read_at_the_block_where_the_attributes_are_read():
-    def layer(position, read, factorizability=0.0):
-        return {"position": position, "read": read, "factorizability_attribute": factorizability}
+    def layer(position, read, factorizability=0.0, control=0.0):
+        return {
+            "position": position,
+            "read": read,
+            "factorizability_entity": factorizability,
+            "factorizability_entity_control": control,
+        }
 
-    per_layer = {"embed": layer(0.0, 1.0), "blocks.0": layer(0.7, 0.9, 0.3), "blocks.1": layer(1.0, 0.0)}
+    per_layer = {
+        "embed": layer(0.0, 1.0, 1.0),
+        "blocks.0": layer(0.7, 0.9, 0.6, 0.1),
+        "blocks.1": layer(1.0, 0.0, 0.7, 0.4),
+    }
     assert binding_ids.best_block(per_layer, "position") == "blocks.0"  # blocks.1's 1.0 is empty
-    assert binding_ids.best_block(per_layer, "factorizability_attribute") == "blocks.0"
+    # the highest score above its floor, never the embedding (a patch there swaps the token)
+    assert binding_ids.best_block(per_layer, "factorizability_entity") == "blocks.0"
 
 
 @pytest.mark.parametrize(

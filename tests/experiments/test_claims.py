@@ -62,7 +62,7 @@ def bound(accuracy=1.0, seed=0, control=0.0, **scores):
     from bindbench.core.patching import TESTS
 
     spec = {"model": {"depth": 2, "d_model": 64}, "task": {"bindings": 3}, "seed": seed}
-    metrics = {"accuracy": accuracy}
+    metrics = {"accuracy": accuracy, "position_read": scores.pop("position_read", 0.9)}
     for test in TESTS:
         metrics[test], metrics[f"{test}_control"] = scores.get(test, 0.9), control
     return spec, metrics
@@ -186,12 +186,12 @@ CASES = {  # (experiment, claim): (runs that satisfy it, runs that do not)
         runs_of(bound(0.995, seed=0), bound(0.95, seed=1)),
     ),
     ("binding_ids", "factorizability"): (
-        runs_of(bound(seed=0), bound(seed=1)),
-        runs_of(bound(seed=0, factorizability_entity=0.2), bound(seed=1, factorizability_entity=0.3)),
+        runs_of(bound(seed=0, control=0.3), bound(seed=1, control=0.3)),  # 0.9 is 0.6 above the floor
+        runs_of(bound(seed=0, control=0.7), bound(seed=1, control=0.7)),  # 0.9, but the floor is 0.7
     ),
     ("binding_ids", "position_independence"): (
         runs_of(bound(position=0.8)),
-        runs_of(bound(position=0.8, control=0.3)),  # the control moved answers too: nothing shown
+        runs_of(bound(position=0.8, position_read=0.1)),  # unchanged where nothing is read: empty
     ),
     ("binding_ids", "additivity"): (
         runs_of(bound(additivity_entity=0.6, additivity_attribute=0.7)),

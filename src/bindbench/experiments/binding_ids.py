@@ -13,7 +13,8 @@ binding. A run is one model (depth, width, bindings, seed).
 The loss is the answer's cross-entropy plus `lm_weight` times the next-token loss on the
 context's own tokens: with the answer's loss alone the models here sat at chance (1 / k)
 for 4,000 steps; the next-token loss (which asks, after "?", for one of the context's
-entities) gets them past the plateau.
+entities) gets them past the plateau. With 20 entities and attributes the plateau lasted
+about 2,500 steps, with 10 about 700 (depth 2, width 64, 2 to 5 bindings): 10 is the default.
 """
 
 from __future__ import annotations
@@ -36,7 +37,10 @@ from bindbench.models.lm import DecoderLM
 from bindbench.tasks.contexts import BindingContexts
 
 LEARNED = 0.99  # in-distribution accuracy a run must reach (the issue's bar)
-MOVES, STILL = 0.5, 0.1  # a test passes when its score is at least MOVES and its control at most STILL
+# a test that predicts a move passes with a score of at least MOVES and at least MARGIN above its
+# control (the floor); position passes at MOVES where the attributes are read (read >= MOVES) with
+# its control (answers moved by a swap elsewhere) below STILL
+MOVES, MARGIN, STILL = 0.5, 0.3, 0.1
 SHORT = {  # the tests' names in plots and tables
     "factorizability_entity": "factorizability (entity)",
     "factorizability_attribute": "factorizability (attribute)",
@@ -55,8 +59,8 @@ PAPER = {
 
 
 class ContextsSpec(Spec):
-    entities: int = Field(20, ge=6, description="entity tokens")
-    attributes: int = Field(20, ge=6, description="attribute tokens")
+    entities: int = Field(10, ge=6, description="entity tokens")
+    attributes: int = Field(10, ge=6, description="attribute tokens")
     bindings: int = Field(
         5, ge=3, description="training contexts hold 2 .. bindings bindings; bindings + 1 are held out"
     )
@@ -146,11 +150,27 @@ def check(spec: BindingIdsSpec) -> None:
 
 
 def best_block(per_layer: dict[str, dict[str, float]], test: str) -> str:
-    """The block (not the embedding) where the test scores highest; for `position`, whose
-    prediction is "unchanged", the block where the attributes' activations are read most
-    (elsewhere no edit moves anything and "unchanged" is empty)."""
-    by = "read" if test == "position" else test
-    return max((name for name in per_layer if name != "embed"), key=lambda name: per_layer[name][by])
+    """The block (not the embedding) where the test is furthest above its control; for
+    `position`, whose prediction is "unchanged", the block where the attributes' activations
+    are read most (elsewhere no edit moves anything and "unchanged" is empty)."""
+
+    def merit(name: str) -> float:
+        scores = per_layer[name]
+        return scores["read"] if test == "position" else scores[test] - scores[f"{test}_control"]
+
+    return max((name for name in per_layer if name != "embed"), key=merit)
+
+
+def summary(per_layer: dict[str, dict[str, float]], layers: list[str]) -> dict[str, float]:
+    """Each test and its control at the test's best block, which block that is (its index in
+    `layers`), and how much the attributes are read at position's block."""
+    out = {}
+    for test in TESTS:
+        best = best_block(per_layer, test)
+        out[test], out[f"{test}_control"] = per_layer[best][test], per_layer[best][f"{test}_control"]
+        out[f"{test}_layer"] = float(layers.index(best))
+    out["position_read"] = per_layer[best_block(per_layer, "position")]["read"]
+    return out
 
 
 def run(spec: BindingIdsSpec, ctx) -> RunResult:
@@ -191,20 +211,14 @@ def run(spec: BindingIdsSpec, ctx) -> RunResult:
                 (m(b.tokens.to(device))[:, -1].argmax(-1).cpu() == b.answer).double().mean() for b in batches
             ]
             out[name] = float(np.mean(right))
-        per_layer = binding_tests(m, layers, *tested, patches)
-        for test in TESTS:
-            best = best_block(per_layer, test)
-            out[test], out[f"{test}_control"] = per_layer[best][test], per_layer[best][f"{test}_control"]
-        return out
+        return out | summary(binding_tests(m, layers, *tested, patches), layers)
 
     trained = train(model, spec.train, sample_batch, loss, evaluate, ctx.on_eval)
     if trained.diverged:
         return RunResult(metrics={}, curve=trained.curve, diverged=True)
     model.eval()
     per_layer = binding_tests(model, layers, *tested, patches)
-    metrics = {**trained.final}
-    for test in TESTS:
-        metrics[f"{test}_layer"] = float(layers.index(best_block(per_layer, test)))
+    metrics = {**trained.final, **summary(per_layer, layers)}  # this last test, not the curve's
     metrics.update(
         parameters=float(sum(p.numel() for p in model.parameters())),
         seconds_training=trained.seconds,
@@ -290,38 +304,9 @@ def layers_plot(runs: list[dict]) -> Plot | None:
     return Plot("the causal tests per layer, and at the best block beside the paper", fig, data, table)
 
 
-def curves_plot(runs: list[dict]) -> Plot | None:
-    """Accuracy and each test's best-block score during training, mean over seeds."""
-    done = [r for r in _done(runs) if r["curve"]]
-    if not done:
-        return None
-    shown = ["accuracy", "accuracy_held_out_pairs", "accuracy_held_out_lengths", *TESTS]
-    titles = {
-        "accuracy": "accuracy (trained lengths)",
-        "accuracy_held_out_pairs": "accuracy (held-out pairs)",
-        "accuracy_held_out_lengths": "accuracy (held-out length)",
-        **SHORT,
-    }
-    fig, axes = panels(len(shown), height=2.3)
-    data = {}
-    for i, (label, part) in enumerate(_by_setting(done).items()):
-        steps = [p["step"] for p in part[0]["curve"]]
-        for ax, metric in zip(axes, shown):
-            curve = np.mean([[p.get(metric, np.nan) for p in r["curve"]] for r in part], 0)
-            ax.plot(steps, curve, "-", color=f"C{i % 10}", label=label)
-            data.setdefault(label, {"step": steps})[metric] = curve.tolist()
-    for ax, metric in zip(axes, shown):
-        ax.set_title(titles[metric], fontsize=8)
-        ax.set_ylim(-0.03, 1.03)
-        ax.grid(alpha=0.3)
-        ax.tick_params(labelsize=7)
-    axes[0].legend(fontsize=6)
-    axes[-1].set_xlabel("step")
-    return Plot("learning curves: accuracy and each test at its best block", fig, data)
-
-
 def plots(runs: list[dict]) -> list[Plot]:
-    return [p for p in (layers_plot(runs), curves_plot(runs)) if p is not None]
+    plot = layers_plot(runs)  # the learning curves are the report's own (the metrics' curves)
+    return [plot] if plot is not None else []
 
 
 def _learns(runs: list[dict]):
@@ -331,15 +316,24 @@ def _learns(runs: list[dict]):
 
 
 def _passes(runs: list[dict], tests: tuple[str, ...]):
-    """Each test at least MOVES and its control at most STILL (means over seeds), per setting."""
+    """Per setting (means over seeds): each test that predicts a move at least MOVES and at least
+    MARGIN above its control; position at least MOVES where read is at least MOVES, its control
+    below STILL."""
 
     def one(part):
         verdicts = {}
         for test in tests:
             verdicts[test] = beyond(values(part, test), MOVES, SHORT[test])
-            verdicts[f"{test}_control"] = beyond(
-                values(part, f"{test}_control"), STILL, f"{SHORT[test]} control", above=False
-            )
+            if test == "position":
+                verdicts["read"] = beyond(values(part, "position_read"), MOVES, "attributes read there")
+                verdicts["control"] = beyond(
+                    values(part, "position_control"), STILL, "answers moved by the control", above=False
+                )
+                continue
+            gaps = [
+                r["metrics"][test] - r["metrics"][f"{test}_control"] for r in part if test in r["metrics"]
+            ]
+            verdicts[f"{test}_margin"] = beyond(gaps, MARGIN, f"{SHORT[test]} above its control")
         return every(verdicts)
 
     return in_every(per_setting(runs), one)
@@ -356,22 +350,25 @@ CLAIMS = (
     Claim(
         "factorizability",
         f"Entity and attribute activations carry the binding: swapping either from another context "
-        f"moves at least {MOVES} of the answers as predicted, at some block, with the control at "
-        f"most {STILL}",
+        f"moves at least {MOVES} of the answers as predicted, at some block, and {MARGIN} more than "
+        "the same swap at positions holding no binding",
         ANCHOR,
         functools.partial(_passes, tests=("factorizability_entity", "factorizability_attribute")),
     ),
     Claim(
         "position_independence",
         f"The binding travels with the activation, not its position: swapping two attributes' "
-        f"activations leaves at least {MOVES} of the answers unchanged, with the control at most {STILL}",
+        f"activations leaves at least {MOVES} of the answers unchanged at a block whose attribute "
+        f"activations are read (replacing one moves at least {MOVES}), and a swap elsewhere moves "
+        f"fewer than {STILL}",
         ANCHOR,
         functools.partial(_passes, tests=("position",)),
     ),
     Claim(
         "additivity",
         f"Binding IDs are additive vectors: adding the mean difference between two slots rebinds at "
-        f"least {MOVES} of the answers, for entities and for attributes, with the control at most {STILL}",
+        f"least {MOVES} of the answers, for entities and for attributes, and {MARGIN} more than the "
+        "same shift at positions holding no binding",
         ANCHOR,
         functools.partial(_passes, tests=("additivity_entity", "additivity_attribute")),
     ),
@@ -388,7 +385,7 @@ EXPERIMENT = register(
         plots=plots,
         make_model=make_model,
         profiles={
-            "quick": {"task.bindings": 3, "train.steps": 3000, "train.eval_every": 1000},
+            "quick": {"task.bindings": 3, "train.steps": 1500},
             "full": {
                 "model.depth": [2, 3],
                 "model.d_model": [32, 64],
