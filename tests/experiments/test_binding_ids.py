@@ -1,23 +1,15 @@
-import json
-
 import pytest
 import torch
 
 from bindbench.core.config import SpecError
 from bindbench.core.patching import TESTS
 from bindbench.core.plan import make_plan
-from bindbench.core.registry import EXPERIMENTS
 from bindbench.core.worker import RunContext
 from bindbench.experiments import binding_ids
 from bindbench.tasks.contexts import BindingContexts
 
 
-def tiny_spec(*sets: str):
-    tiny = [f"{k}={json.dumps(v)}" for k, v in EXPERIMENTS["binding_ids"].tiny.items()]
-    return make_plan("binding_ids", sets=[*tiny, *sets]).jobs[0].spec
-
-
-def test_training_never_sees_a_held_out_pair_or_length(monkeypatch):
+def test_training_never_sees_a_held_out_pair_or_length(monkeypatch, tiny_spec):
     torch.set_num_threads(1)
     drawn = []
     original = BindingContexts.sample
@@ -28,7 +20,7 @@ def test_training_never_sees_a_held_out_pair_or_length(monkeypatch):
         return batch
 
     monkeypatch.setattr(BindingContexts, "sample", recording)
-    spec = tiny_spec("train.steps=6", "task.held_out_pairs=0.2")
+    spec = tiny_spec("binding_ids", "train.steps=6", "task.held_out_pairs=0.2")
     binding_ids.run(spec, RunContext(torch.device("cpu")))
     training = [(b, task) for split, b, task in drawn if len(b.tokens) == spec.train.batch_size]
     assert len(training) == 6
@@ -39,9 +31,9 @@ def test_training_never_sees_a_held_out_pair_or_length(monkeypatch):
     assert held and all(task.held[b.entities, b.attributes].any(1).all() for b in held)
 
 
-def test_a_run_reports_every_test_per_layer_and_along_training():
+def test_a_run_reports_every_test_per_layer_and_along_training(tiny_spec):
     torch.set_num_threads(1)
-    result = binding_ids.run(tiny_spec(), RunContext(torch.device("cpu")))
+    result = binding_ids.run(tiny_spec("binding_ids"), RunContext(torch.device("cpu")))
     per_layer = result.extra["per_layer"]
     assert list(per_layer) == ["embed", "blocks.0"]
     assert len(result.curve) == 2 and all(set(TESTS) <= set(point) for point in result.curve)

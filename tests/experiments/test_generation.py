@@ -9,19 +9,12 @@ from scipy import stats
 
 from bindbench.cli import main
 from bindbench.core.claims import HELD, NOT_HELD, NOT_MEASURED
-from bindbench.core.plan import make_plan
-from bindbench.core.registry import EXPERIMENTS
 from bindbench.core.worker import RunContext
 from bindbench.experiments import generation
 from bindbench.tasks.prompts import Prompts
 
 
-def tiny_spec(*sets: str):
-    tiny = [f"{k}={json.dumps(v)}" for k, v in EXPERIMENTS["generation"].tiny.items()]
-    return make_plan("generation", sets=[*tiny, *sets]).jobs[0].spec
-
-
-def test_the_generator_trains_on_training_combinations_only_and_the_judge_on_all(monkeypatch):
+def test_the_generator_trains_on_training_combinations_only_and_the_judge_on_all(monkeypatch, tiny_spec):
     torch.set_num_threads(1)
     drawn = []
     original = Prompts.sample
@@ -32,7 +25,9 @@ def test_the_generator_trains_on_training_combinations_only_and_the_judge_on_all
         return batch
 
     monkeypatch.setattr(Prompts, "sample", recording)
-    spec = tiny_spec("train.steps=6", "judge.steps=6", "judge.max_steps=6", "judge.batch_size=32")
+    spec = tiny_spec(
+        "generation", "train.steps=6", "judge.steps=6", "judge.max_steps=6", "judge.batch_size=32"
+    )
     generation.run(spec, RunContext(torch.device("cpu")))
     training = [held for split, held in drawn if split == "train"]
     judging = [held for split, held in drawn if split == "all"]
@@ -117,9 +112,9 @@ def test_the_claims_read_the_smallest_coverage_and_the_correlation_across_runs()
     assert claims["decodability_predicts_success"](runs[:3]).status == NOT_MEASURED
 
 
-def test_a_run_is_reproducible_and_its_report_draws_its_samples(tmp_path):
+def test_a_run_is_reproducible_and_its_report_draws_its_samples(tmp_path, tiny_spec):
     torch.set_num_threads(1)
-    spec = tiny_spec()
+    spec = tiny_spec("generation")
     first = generation.run(spec, RunContext(torch.device("cpu")))
     second = generation.run(spec, RunContext(torch.device("cpu")))
     assert first.metrics.keys() == second.metrics.keys()
@@ -162,9 +157,9 @@ def test_sizes_the_generator_cannot_take_exit_2_naming_the_key(override, words, 
     assert code == 2 and len(error.strip().splitlines()) == 1 and all(w in error for w in words), error
 
 
-def test_the_two_object_form_runs_end_to_end_with_its_four_concepts():
+def test_the_two_object_form_runs_end_to_end_with_its_four_concepts(tiny_spec):
     torch.set_num_threads(1)
-    result = generation.run(tiny_spec("prompts.form=pair"), RunContext(torch.device("cpu")))
+    result = generation.run(tiny_spec("generation", "prompts.form=pair"), RunContext(torch.device("cpu")))
     assert set(result.extra["concept_success"]["seen"]) == {
         "left colour",
         "left shape",
@@ -175,10 +170,12 @@ def test_the_two_object_form_runs_end_to_end_with_its_four_concepts():
     assert 0 <= result.metrics["success_held_out"] <= 1 and 0 <= result.metrics["decodability_f1"] <= 1
 
 
-def test_a_judge_below_its_target_trains_on_in_half_rounds_up_to_its_most_steps(monkeypatch):
+def test_a_judge_below_its_target_trains_on_in_half_rounds_up_to_its_most_steps(monkeypatch, tiny_spec):
     torch.set_num_threads(1)
     cpu = torch.device("cpu")
-    spec = tiny_spec("judge.steps=4", "judge.max_steps=9", "judge.target=1.0")  # unreachable in 9 steps
+    spec = tiny_spec(
+        "generation", "judge.steps=4", "judge.max_steps=9", "judge.target=1.0"
+    )  # unreachable in 9 steps
     prompts = generation.make_prompts(spec)
     _, accuracy, steps = generation.fit_judge(spec, prompts, cpu)
     assert steps == 9 and accuracy < 1.0  # 4, then 2 + 2 + 1
@@ -190,9 +187,9 @@ def test_a_judge_below_its_target_trains_on_in_half_rounds_up_to_its_most_steps(
     assert "target" not in json.loads(generation.GenerationSpec().model_dump_json())["judge"]
 
 
-def test_the_judge_is_the_run_s_whatever_the_process_drew_before():
+def test_the_judge_is_the_run_s_whatever_the_process_drew_before(tiny_spec):
     torch.set_num_threads(1)
-    spec = tiny_spec()
+    spec = tiny_spec("generation")
     prompts = generation.make_prompts(spec)
     judges = []
     for state in (1, 2):  # a worker's global generator after different earlier runs
