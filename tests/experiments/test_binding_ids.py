@@ -37,6 +37,7 @@ def test_a_run_reports_every_test_per_layer_and_along_training(tiny_spec):
     per_layer = result.extra["per_layer"]
     assert list(per_layer) == ["embed", "blocks.0"]
     assert len(result.curve) == 2 and all(set(TESTS) <= set(point) for point in result.curve)
+    assert all(0.0 <= per_layer[layer][key] <= 1.0 for layer in per_layer for key in binding_ids.HELD)
     for test in TESTS:
         assert 0.0 <= result.metrics[test] <= 1.0
         assert result.metrics[f"{test}_layer"] == 1.0  # the one block, never the embedding
@@ -72,3 +73,33 @@ def test_position_is_read_at_the_block_where_the_attributes_are_read():
 def test_impossible_settings_name_themselves(sets, message):
     with pytest.raises(SpecError, match=message):
         make_plan("binding_ids", sets=sets)
+
+
+class Planted(torch.nn.Module):
+    """Two hookable codes of each token: `lexical` is its own and the previous token's one-hot
+    (an attribute holds its entity), `slot` the one-hot index of its statement."""
+
+    def __init__(self, vocab: int, slots: int):
+        super().__init__()
+        self.vocab, self.slots = vocab, slots
+        self.lexical, self.slot = torch.nn.Identity(), torch.nn.Identity()
+
+    def forward(self, tokens):
+        onehot = torch.nn.functional.one_hot(tokens, self.vocab).float()
+        previous = torch.cat([torch.zeros_like(onehot[:, :1]), onehot[:, :-1]], 1)
+        self.lexical(torch.cat([onehot, previous], -1))
+        statement = torch.nn.functional.one_hot(
+            (torch.arange(tokens.shape[1]) // 3).clamp(max=self.slots), self.slots + 1
+        )
+        self.slot(statement.float().expand(len(tokens), -1, -1))
+        return torch.zeros(*tokens.shape, self.vocab)
+
+
+def test_the_probes_read_a_planted_entity_code_and_a_planted_slot_code():
+    task = BindingContexts(entities=8, attributes=8, lengths=(3,), held_out_lengths=(), held_out_pairs=0.0)
+    fit, test = (task.for_patching(task.sample(400, torch.Generator().manual_seed(s))) for s in (1, 2))
+    found = binding_ids.held_at_attributes(Planted(len(task.vocab), 3), ["lexical", "slot"], fit, test, 3)
+    assert found["lexical"]["entity_at_attribute"] == 1.0
+    assert abs(found["lexical"]["slot_at_attribute"] - 1 / 3) < 0.1  # the entity says nothing of the slot
+    assert found["slot"]["slot_at_attribute"] == 1.0
+    assert abs(found["slot"]["entity_at_attribute"] - 1 / 8) < 0.06

@@ -28,7 +28,8 @@ from pydantic import Field, model_validator
 
 from bindbench.core.claims import Claim, beyond, every, in_every, per_setting, values
 from bindbench.core.config import Spec
-from bindbench.core.patching import TESTS, binding_tests
+from bindbench.core.patching import TESTS, Contexts, binding_tests
+from bindbench.core.probes import capture, logistic_probe
 from bindbench.core.registry import Experiment, RunResult, register
 from bindbench.core.report import Plot, panels
 from bindbench.core.seeds import generator, seed_init
@@ -41,6 +42,7 @@ LEARNED = 0.99  # in-distribution accuracy a run must reach (the issue's bar)
 # control (the floor); position passes at MOVES where the attributes are read (read >= MOVES) with
 # its control (answers moved by a swap elsewhere) below STILL
 MOVES, MARGIN, STILL = 0.5, 0.3, 0.1
+HELD = ("entity_at_attribute", "slot_at_attribute")  # probes of what an attribute's activation holds
 SHORT = {  # the tests' names in plots and tables
     "factorizability_entity": "factorizability (entity)",
     "factorizability_attribute": "factorizability (attribute)",
@@ -169,7 +171,40 @@ def summary(per_layer: dict[str, dict[str, float]], layers: list[str]) -> dict[s
         best = best_block(per_layer, test)
         out[test], out[f"{test}_control"] = per_layer[best][test], per_layer[best][f"{test}_control"]
         out[f"{test}_layer"] = float(layers.index(best))
-    out["position_read"] = per_layer[best_block(per_layer, "position")]["read"]
+    at = per_layer[best_block(per_layer, "position")]
+    out["position_read"] = at["read"]
+    for key in HELD:
+        if key in at:
+            out[key] = at[key]
+    return out
+
+
+def held_at_attributes(
+    model, layers: list[str], fit: Contexts, test: Contexts, first_entity: int
+) -> dict[str, dict[str, float]]:
+    """What an attribute's activation holds, per layer: the accuracy of a logistic probe (fit
+    on `fit`, scored on `test`) for its binding's entity (the lexical account: the entity's
+    identity copied onto the attribute) and for its slot (the binding-ID account: an index
+    of the binding). Chance: 1 / entities and 1 / k."""
+    found = {}
+    for kind, contexts in (("fit", fit), ("test", test)):
+        b, k = contexts.attributes.shape
+        device = next(iter(model.parameters()), torch.empty(0)).device
+        acts = capture(model, contexts.tokens.to(device), layers)
+        entity = (contexts.tokens[:, contexts.entity_positions] - first_entity).flatten()  # (b k,)
+        slot = torch.arange(k).repeat(b)
+        found[kind] = {
+            layer: (h[:, contexts.attribute_positions].flatten(0, 1).cpu(), entity, slot)
+            for layer, h in acts.items()
+        }
+    out = {}
+    for layer in layers:
+        x, entity, slot = found["fit"][layer]
+        tx, tentity, tslot = found["test"][layer]
+        out[layer] = {
+            "entity_at_attribute": logistic_probe(x, entity, {"test": (tx, tentity)})["test"],
+            "slot_at_attribute": logistic_probe(x, slot, {"test": (tx, tslot)})["test"],
+        }
     return out
 
 
@@ -218,6 +253,8 @@ def run(spec: BindingIdsSpec, ctx) -> RunResult:
         return RunResult(metrics={}, curve=trained.curve, diverged=True)
     model.eval()
     per_layer = binding_tests(model, layers, *tested, patches)
+    for layer, held in held_at_attributes(model, layers, tested[2], tested[0], task.first_entity).items():
+        per_layer[layer].update(held)
     metrics = {**trained.final, **summary(per_layer, layers)}  # this last test, not the curve's
     metrics.update(
         parameters=float(sum(p.numel() for p in model.parameters())),
@@ -269,7 +306,8 @@ def layers_plot(runs: list[dict]) -> Plot | None:
     if not done:
         return None
     shown = [*TESTS, "read"]
-    fig, axes = panels(len(shown), height=2.6)
+    fig, axes = panels(len(shown) + 1, height=2.6)
+    holds = axes.pop()  # the probes of what an attribute's activation holds
     data, groups = {}, _by_setting(done)
     for i, (label, part) in enumerate(groups.items()):
         names = list(part[0]["extra"]["per_layer"])
@@ -281,15 +319,29 @@ def layers_plot(runs: list[dict]) -> Plot | None:
             if test != "read":
                 ax.plot(x, mean(f"{test}_control"), "x--", color=f"C{i % 10}", ms=3, lw=0.8)
                 data[label][f"{test}_control"] = mean(f"{test}_control").tolist()
-            ax.set_xticks(x, ["tokens" if n == "embed" else f"block {n.split('.')[-1]}" for n in names])
+        ticks = ["tokens" if n == "embed" else f"block {n.split('.')[-1]}" for n in names]
+        for ax in [*axes, holds]:
+            ax.set_xticks(x, ticks)
+        if all(key in part[0]["extra"]["per_layer"][names[0]] for key in HELD):
+            for key, style in zip(HELD, ("s-", "^--")):
+                holds.plot(x, mean(key), style, color=f"C{i % 10}", ms=3, lw=1)
+                data[label][key] = mean(key).tolist()
     for ax, test in zip(axes, shown):
         ax.set_title(SHORT.get(test, "attribute's activation read (moved at all)"), fontsize=8)
         ax.set_ylim(-0.03, 1.03)
         ax.axhline(MOVES, color="grey", lw=0.5, ls=":")
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
+    holds.set_title("what the attribute's activation holds", fontsize=8)
+    holds.set_ylim(-0.03, 1.03)
+    holds.set_ylabel("probe accuracy (held-out contexts)", fontsize=7)
+    holds.plot([], [], "s-", color="grey", ms=3, label="its entity")
+    holds.plot([], [], "^--", color="grey", ms=3, label="its slot")
+    holds.legend(fontsize=6)
+    holds.tick_params(labelsize=7)
+    holds.grid(alpha=0.3)
     axes[0].set_ylabel("contexts moved as predicted")
-    axes[0].plot([], [], "x--", color="grey", lw=0.8, label="control (moved at all)")
+    axes[0].plot([], [], "x--", color="grey", lw=0.8, label="control (the edit at separators)")
     axes[0].legend(fontsize=6)
     rows = []
     for test in TESTS:
@@ -297,6 +349,12 @@ def layers_plot(runs: list[dict]) -> Plot | None:
             found = [r["metrics"][test] for r in part if test in r["metrics"]]
             controls = [r["metrics"][f"{test}_control"] for r in part if test in r["metrics"]]
             rows.append([SHORT[test], PAPER[test], label, _mean_sd(found), _mean_sd(controls)])
+    for key, account in zip(HELD, ("the lexical account's code", "the binding-ID account's code")):
+        for label, part in groups.items():
+            found = [r["metrics"][key] for r in part if key in r["metrics"]]
+            if found:
+                what = "its entity" if key == HELD[0] else "its slot"
+                rows.append([f"attribute holds {what} (probe)", account, label, _mean_sd(found), ""])
     table = {
         "columns": ["test", "Feng & Steinhardt 2024 (LLaMA, Pythia)", "setting", "best block", "control"],
         "rows": rows,
