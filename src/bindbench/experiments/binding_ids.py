@@ -185,7 +185,8 @@ def held_at_attributes(
     """What an attribute's activation holds, per layer: the accuracy of a logistic probe (fit
     on `fit`, scored on `test`) for its binding's entity (the lexical account: the entity's
     identity copied onto the attribute) and for its slot (the binding-ID account: an index
-    of the binding). Chance: 1 / entities and 1 / k."""
+    of the binding). Chance: 1 / entities and 1 / k. In contexts of one layout the slot is
+    also the position, so the slot probe cannot tell a binding ID from a position code."""
     found = {}
     for kind, contexts in (("fit", fit), ("test", test)):
         b, k = contexts.attributes.shape
@@ -336,7 +337,7 @@ def layers_plot(runs: list[dict]) -> Plot | None:
     holds.set_ylim(-0.03, 1.03)
     holds.set_ylabel("probe accuracy (held-out contexts)", fontsize=7)
     holds.plot([], [], "s-", color="grey", ms=3, label="its entity")
-    holds.plot([], [], "^--", color="grey", ms=3, label="its slot")
+    holds.plot([], [], "^--", color="grey", ms=3, label="its slot (here also its position)")
     holds.legend(fontsize=6)
     holds.tick_params(labelsize=7)
     holds.grid(alpha=0.3)
@@ -353,7 +354,7 @@ def layers_plot(runs: list[dict]) -> Plot | None:
         for label, part in groups.items():
             found = [r["metrics"][key] for r in part if key in r["metrics"]]
             if found:
-                what = "its entity" if key == HELD[0] else "its slot"
+                what = "its entity" if key == HELD[0] else "its slot (= its position)"
                 rows.append([f"attribute holds {what} (probe)", account, label, _mean_sd(found), ""])
     table = {
         "columns": ["test", "Feng & Steinhardt 2024 (LLaMA, Pythia)", "setting", "best block", "control"],
