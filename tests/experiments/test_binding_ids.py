@@ -43,23 +43,44 @@ def test_a_run_reports_every_test_per_layer_and_along_training(tiny_spec):
         assert result.metrics[f"{test}_layer"] == 1.0  # the one block, never the embedding
 
 
-def test_position_is_read_at_the_block_where_the_attributes_are_read():
-    def layer(position, read, factorizability=0.0, control=0.0):
-        return {
-            "position": position,
-            "read": read,
-            "factorizability_entity": factorizability,
-            "factorizability_entity_control": control,
-        }
+def scores(position=0.0, read=0.0, factorizability=0.0, control=0.0, others=1.0):
+    """One layer's scores: the given factorizability (both) and control, the additivity tests at `others`."""
+    out = {"position": position, "read": read, "position_control": 0.0}
+    for test in TESTS:
+        if test != "position":
+            out[test], out[f"{test}_control"] = (
+                (factorizability, control) if "factor" in test else (others, 0.0)
+            )
+    return out
 
+
+def test_position_is_read_at_the_block_where_the_attributes_are_read():
     per_layer = {
-        "embed": layer(0.0, 1.0, 1.0),
-        "blocks.0": layer(0.7, 0.9, 0.6, 0.1),
-        "blocks.1": layer(1.0, 0.0, 0.7, 0.4),
+        "embed": scores(0.0, 1.0, 1.0),
+        "blocks.0": scores(0.7, 0.9, 0.6, 0.1),
+        "blocks.1": scores(1.0, 0.0, 0.7, 0.4),
     }
     assert binding_ids.best_block(per_layer, "position") == "blocks.0"  # blocks.1's 1.0 is empty
     # the highest score above its floor, never the embedding (a patch there swaps the token)
     assert binding_ids.best_block(per_layer, "factorizability_entity") == "blocks.0"
+    # among blocks that are read, the one where position passes best, not the one read most
+    per_layer["blocks.1"] = scores(1.0, 0.8, 0.2)
+    assert binding_ids.best_block(per_layer, "position") == "blocks.1"
+
+
+def test_the_one_block_score_is_the_weakest_test_where_all_are_best_together():
+    # each test passes at some block, but never all at one: the lexical and positional halves
+    per_layer = {
+        "embed": scores(0.0, 1.0, 1.0),
+        "blocks.0": scores(0.0, 1.0, 1.0, others=0.0),  # factorizable, positional
+        "blocks.1": scores(1.0, 0.9, 0.3, others=0.0),  # position-independent, not factorizable
+    }
+    found = binding_ids.summary(per_layer, list(per_layer))
+    assert found["factorizability_entity"] == 1.0 and found["position"] == 1.0
+    assert found["binding_id_score"] == 0.0 and found["binding_id_layer"] in (1.0, 2.0)
+    per_layer["blocks.1"] = scores(0.9, 0.9, 0.8, 0.2, others=0.7)  # everything at block 1
+    found = binding_ids.summary(per_layer, list(per_layer))
+    assert found["binding_id_layer"] == 2.0 and abs(found["binding_id_score"] - 0.6) < 1e-9
 
 
 @pytest.mark.parametrize(

@@ -63,6 +63,7 @@ def bound(accuracy=1.0, seed=0, control=0.0, **scores):
 
     spec = {"model": {"depth": 2, "d_model": 64}, "task": {"bindings": 3}, "seed": seed}
     metrics = {"accuracy": accuracy, "position_read": scores.pop("position_read", 0.9)}
+    metrics["binding_id_score"] = scores.pop("binding_id_score", 0.5)
     for test in TESTS:
         metrics[test], metrics[f"{test}_control"] = scores.get(test, 0.9), control
     return spec, metrics
@@ -196,6 +197,10 @@ CASES = {  # (experiment, claim): (runs that satisfy it, runs that do not)
     ("binding_ids", "additivity"): (
         runs_of(bound(additivity_entity=0.6, additivity_attribute=0.7)),
         runs_of(bound(additivity_entity=0.6, additivity_attribute=0.1)),
+    ),
+    ("binding_ids", "binding_ids"): (
+        runs_of(bound(seed=0, binding_id_score=0.6), bound(seed=1, binding_id_score=0.4)),
+        runs_of(bound(seed=0, binding_id_score=0.6), bound(seed=1, binding_id_score=-0.2)),
     ),
     ("structure", "subnetworks"): (
         runs_of(structure("trained", 0.48, -0.39, 0.0), structure("random", 0.0, 0.0, 0.0)),
