@@ -172,7 +172,8 @@ def causal_binding_tests(
 
     Contexts are written from the `entities` and `attributes` (one token each) with the
     `statement` and `query` templates of `tasks.contexts.TextContexts`; `contexts` of them
-    are tested, with as many donors and fitting contexts for the slot means.
+    are tested, each with a donor of other words (where there are 2 x `bindings` of each),
+    and as many more fit the slot means.
     """
     import torch
 
@@ -181,5 +182,6 @@ def causal_binding_tests(
 
     text = TextContexts(tokenizer, entities, attributes, **templates)
     generator = torch.Generator().manual_seed(seed)
-    drawn = [text.sample(contexts, generator, bindings) for _ in range(3)]
-    return binding_tests(model, layers or block_names(model), *drawn, generator)
+    tested, donors = text.sample_with_donors(contexts, generator, bindings)
+    fit = text.sample(contexts, generator, bindings)
+    return binding_tests(model, layers or block_names(model), tested, donors, fit, generator)

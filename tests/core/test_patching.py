@@ -210,3 +210,9 @@ def test_text_contexts_are_tokenized_as_written():
     assert (c.context_end, c.query_position) == (15, 16)
     with pytest.raises(ValueError, match="one"):
         TextContexts(tokenizer, [*NAMES[:2], "Zed Zed"], CITIES)
+    # with 5 names and 5 cities, 2 bindings leave room for donors of other words only
+    contexts, donors = text.sample_with_donors(50, torch.Generator().manual_seed(1), bindings=2)
+    for row, donor in zip(contexts.tokens.tolist(), donors.tokens.tolist()):
+        mine, theirs = set(row[: contexts.context_end]), set(donor[: donors.context_end])
+        assert mine & theirs == set(tokenizer.convert_tokens_to_ids(["lives", "in", "."]))
+    assert torch.equal(contexts.queried, donors.queried)

@@ -220,14 +220,34 @@ class TextContexts:
 
     def sample(self, batch_size: int, generator: torch.Generator, bindings: int = 3) -> Contexts:
         """batch_size contexts of `bindings` bindings (distinct entities, distinct attributes)."""
+        return self.sample_with_donors(batch_size, generator, bindings)[0]
+
+    def sample_with_donors(
+        self, batch_size: int, generator: torch.Generator, bindings: int = 3
+    ) -> tuple[Contexts, Contexts]:
+        """Contexts, and a donor for each (the same query slot) whose words are all other than
+        its context's where there are words enough (2 x bindings of each kind), so that every
+        donor brings new words to the factorizability tests."""
         if not 2 <= bindings <= min(len(words) for words in self.words.values()):
             raise ValueError(f"bindings={bindings} must be in [2, the number of entities and of attributes]")
         b, k = batch_size, bindings
-        drawn = {
-            kind: torch.rand(b, len(words), generator=generator).argsort(1)[:, :k]
+        order = {
+            kind: torch.rand(b, len(words), generator=generator).argsort(1)
             for kind, words in self.words.items()
         }
         queried = torch.randint(k, (b,), generator=generator)
+        donor = {
+            kind: ranks[:, k : 2 * k]
+            if ranks.shape[1] >= 2 * k
+            else torch.rand(ranks.shape, generator=generator).argsort(1)[:, :k]
+            for kind, ranks in order.items()
+        }
+        first = {kind: ranks[:, :k] for kind, ranks in order.items()}
+        return self._written(first, queried), self._written(donor, queried)
+
+    def _written(self, drawn: dict[str, torch.Tensor], queried: torch.Tensor) -> Contexts:
+        """The contexts of the drawn words (b, k) of each kind, the query naming `queried`."""
+        b, k = queried.shape[0], drawn["entity"].shape[1]
         columns, at = [], {"entity": [], "attribute": [], "query": []}
         attributes = None
         for j in [*range(k), None]:  # the statements, then the query (j = None)
