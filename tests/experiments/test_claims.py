@@ -231,3 +231,9 @@ def test_every_claim_outside_segregation_is_checked_here():
 @pytest.mark.parametrize("key", sorted(CASES), ids=lambda k: f"{k[0]}-{k[1]}")
 def test_a_claim_without_its_runs_is_not_measured(key):
     assert judge(claim(*key), [])["verdict"] == NOT_MEASURED
+
+
+def test_a_control_s_widths_are_listed_by_number():
+    runs = runs_of(*[hyper(w, -0.1, support="non_compositional") for w in (256, 16, 64)])
+    detail = judge(claim("scaling", "non_compositional_fails"), runs)["detail"]
+    assert detail.index("width 16 ") < detail.index("width 64 ") < detail.index("width 256 ")

@@ -279,7 +279,8 @@ def _control_fails(runs: list[dict], support: str) -> Verdict:
     """The control's mean OOD R² below 0.5 at every width it was trained at."""
 
     def one(part: list[dict]) -> Verdict:
-        widths = sorted({r["spec"]["model"].get("width") for r in part}, key=str)  # None: a user's model
+        # by number, a user's model (no width: None) last
+        widths = sorted({r["spec"]["model"].get("width") for r in part}, key=lambda w: (w is None, w or 0))
         names = {w: f"width {w}" if w is not None else "your model" for w in widths}
         return every(
             {
