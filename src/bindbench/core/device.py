@@ -24,6 +24,11 @@ def resolve_device(name: str) -> torch.device:
     raise SpecError(f"--device {name!r}: allowed are cpu, cuda, cuda:N, auto")
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where the model's parameters are (the CPU for a model without any)."""
+    return next(iter(model.parameters()), torch.empty(0)).device
+
+
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"

@@ -28,6 +28,7 @@ from pydantic import Field, model_validator
 
 from bindbench.core.claims import Claim, beyond, every, in_every, per_setting, values
 from bindbench.core.config import Spec
+from bindbench.core.device import model_device
 from bindbench.core.patching import TESTS, Contexts, binding_tests
 from bindbench.core.probes import capture, logistic_probe
 from bindbench.core.registry import Experiment, RunResult, register
@@ -138,7 +139,7 @@ def make_task(spec: BindingIdsSpec) -> BindingContexts:
 
 def make_model(spec: BindingIdsSpec) -> DecoderLM:
     t, m = spec.task, spec.model
-    vocab = 3 + t.entities + t.attributes
+    vocab = len(make_task(spec).vocab)
     return DecoderLM(vocab, 3 * (t.bindings + 1) + 2, d_model=m.d_model, depth=m.depth, heads=m.heads)
 
 
@@ -197,8 +198,7 @@ def held_at_attributes(
     found = {}
     for kind, contexts in (("fit", fit), ("test", test)):
         b, k = contexts.attributes.shape
-        device = next(iter(model.parameters()), torch.empty(0)).device
-        acts = capture(model, contexts.tokens.to(device), layers)
+        acts = capture(model, contexts.tokens.to(model_device(model)), layers)
         entity = (contexts.tokens[:, contexts.entity_positions] - first_entity).flatten()  # (b k,)
         slot = torch.arange(k).repeat(b)
         found[kind] = {

@@ -220,7 +220,8 @@ class TextContexts:
 
     def sample(self, batch_size: int, generator: torch.Generator, bindings: int = 3) -> Contexts:
         """batch_size contexts of `bindings` bindings (distinct entities, distinct attributes)."""
-        return self.sample_with_donors(batch_size, generator, bindings)[0]
+        order, queried = self._drawn(batch_size, generator, bindings)
+        return self._written({kind: ranks[:, :bindings] for kind, ranks in order.items()}, queried)
 
     def sample_with_donors(
         self, batch_size: int, generator: torch.Generator, bindings: int = 3
@@ -228,14 +229,8 @@ class TextContexts:
         """Contexts, and a donor for each (the same query slot) whose words are all other than
         its context's where there are words enough (2 x bindings of each kind), so that every
         donor brings new words to the factorizability tests."""
-        if not 2 <= bindings <= min(len(words) for words in self.words.values()):
-            raise ValueError(f"bindings={bindings} must be in [2, the number of entities and of attributes]")
-        b, k = batch_size, bindings
-        order = {
-            kind: torch.rand(b, len(words), generator=generator).argsort(1)
-            for kind, words in self.words.items()
-        }
-        queried = torch.randint(k, (b,), generator=generator)
+        k = bindings
+        order, queried = self._drawn(batch_size, generator, bindings)
         donor = {
             kind: ranks[:, k : 2 * k]
             if ranks.shape[1] >= 2 * k
@@ -244,6 +239,16 @@ class TextContexts:
         }
         first = {kind: ranks[:, :k] for kind, ranks in order.items()}
         return self._written(first, queried), self._written(donor, queried)
+
+    def _drawn(self, batch_size: int, generator: torch.Generator, bindings: int):
+        """Each row's words of each kind in a random order (b, words), and the queried slot (b,)."""
+        if not 2 <= bindings <= min(len(words) for words in self.words.values()):
+            raise ValueError(f"bindings={bindings} must be in [2, the number of entities and of attributes]")
+        order = {
+            kind: torch.rand(batch_size, len(words), generator=generator).argsort(1)
+            for kind, words in self.words.items()
+        }
+        return order, torch.randint(bindings, (batch_size,), generator=generator)
 
     def _written(self, drawn: dict[str, torch.Tensor], queried: torch.Tensor) -> Contexts:
         """The contexts of the drawn words (b, k) of each kind, the query naming `queried`."""
