@@ -51,6 +51,22 @@ def structure(init, sub, abl, random_abl, seed=0):
     return {"model": {"init": init}, "task": {"name": "and"}, "seed": seed}, metrics
 
 
+def modular(objective, sub, abl, seed=0, task="and", accuracy=1.0):
+    """A finished structure run whose mask seeds have these Sub and Abl, for both subroutines."""
+    spec = {
+        "model": {"init": "trained"},
+        "task": {"name": task},
+        "seed": seed,
+        "mask": {"method": "continuous"},
+    }
+    if objective != "none":
+        spec["pretrain"] = {"objective": objective, "steps": 3000}
+    seeds = {"sub": sub, "abl": abl, "random_sub": [0.0] * len(sub), "random_abl": [0.0] * len(sub)}
+    extra = {"subroutines": ["A", "B"], "subroutine": {"A": {"seeds": seeds}, "B": {"seeds": seeds}}}
+    metrics = {"base_accuracy_1": accuracy, "base_accuracy_2": accuracy}
+    return {"spec": spec, "metrics": metrics, "extra": extra, "status": "done"}
+
+
 def generated(held_out, seen, held, decodability=0.9, judge=0.99, seed=0):
     spec = {"generator": {"width": 16}, "prompts": {"held_out": held_out}, "seed": seed}
     metrics = {"success_seen": seen, "success_held_out": held, "decodability_f1": decodability}
@@ -205,6 +221,23 @@ CASES = {  # (experiment, claim): (runs that satisfy it, runs that do not)
     ("structure", "subnetworks"): (
         runs_of(structure("trained", 0.48, -0.39, 0.0), structure("random", 0.0, 0.0, 0.0)),
         runs_of(structure("trained", 0.48, 0.0, 0.0), structure("random", 0.0, 0.0, 0.0)),
+    ),
+    ("structure", "pretraining"): (  # modular pairs: from scratch 1 of 3, pretrained 2 of 3
+        [
+            modular("none", [0.5, 0.5, 0.5], [-0.3, 0.0, 0.0]),
+            modular("related_task", [0.5] * 3, [-0.3, -0.3, 0.0]),
+        ],
+        [
+            modular("none", [0.5, 0.5, 0.5], [-0.3, 0.0, 0.0]),
+            modular("related_task", [0.5, 0.1, 0.1], [-0.3] * 3),
+        ],
+    ),
+    ("structure", "addmul_base"): (
+        [modular("none", [0.9], [-0.2], task="addmul", accuracy=0.95)],
+        [
+            modular("none", [0.9], [-0.2], task="addmul", accuracy=0.85),
+            modular("none", [0.9], [-0.2], task="and"),
+        ],
     ),
 }
 

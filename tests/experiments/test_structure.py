@@ -7,7 +7,8 @@ import torch
 from bindbench.core.config import SpecError
 from bindbench.core.plan import make_plan
 from bindbench.core.worker import RunContext
-from bindbench.experiments.structure import floor_difference, plots, run
+from bindbench.experiments import structure
+from bindbench.experiments.structure import floor_difference, modular_fraction, plots, run
 
 TINY_STRUCTURE = [
     "task.symbols=8",
@@ -55,7 +56,7 @@ def test_a_run_scores_every_subroutine_and_mask_seed_and_is_deterministic(init):
     assert first.metrics == second.metrics and first.extra == second.extra
     assert set(first.metrics) == {
         "base_accuracy",
-        *(f"{k}_{n}" for k in ("sub", "abl", "random_abl") for n in (1, 2)),
+        *(f"{k}_{n}" for k in ("base_accuracy", "sub", "abl", "random_sub", "random_abl") for n in (1, 2)),
     }
     assert [p["step"] for p in first.curve] == ([15, 30] if init == "trained" else [])
     for name in ("A", "B"):
@@ -63,7 +64,7 @@ def test_a_run_scores_every_subroutine_and_mask_seed_and_is_deterministic(init):
         assert found["penalty"] in (1e-5, 1e-3) and len(found["selection"]) == 2
         assert all(len(values) == 2 for values in found["seeds"].values())  # one per mask seed
         assert set(found["density"]) == {"hidden.0.weight", "hidden.1.weight"}  # the readout is not masked
-        for key in ("sub", "abl", "random_abl"):  # the metric is the clipped difference of the accuracies
+        for key in ("sub", "abl", "random_sub", "random_abl"):  # the clipped difference of the accuracies
             own, other = found["seeds"][f"{key}_own"], found["seeds"][f"{key}_other"]
             expected = [floor_difference(a, b, 0.5) for a, b in zip(own, other)]
             assert found["seeds"][key] == pytest.approx(expected)
@@ -80,18 +81,110 @@ def test_mask_include_chooses_the_masked_layers():
 def test_plots_draw_both_controls_and_the_per_layer_masks():
     specs = [tiny_spec(f"model.init={init}") for init in ("trained", "random")]
     runs = [stored(spec, run(spec, RunContext(torch.device("cpu"))), f"r{i}") for i, spec in enumerate(specs)]
-    ablation, layers = plots(runs)
+    ablation, modularity, layers = plots(runs)
     assert [row[:2] for row in ablation.table["rows"]] == [
-        ["and, random", "A"],
-        ["and, random", "B"],
-        ["and, trained", "A"],
-        ["and, trained", "B"],
+        ["and, mlp, from scratch", "A"],
+        ["and, mlp, from scratch", "B"],
+        ["and, mlp, untrained", "A"],
+        ["and, mlp, untrained", "B"],
     ]
-    assert set(layers.data) == {"and: kept A", "and: kept B", "and: iou"}
-    seeds = ablation.data["and, trained: A"]  # the own / other columns are the means of the seeds
+    assert [row[:2] for row in modularity.table["rows"]] == [row[:2] for row in ablation.table["rows"]]
+    label = "and, mlp, from scratch"
+    assert set(layers.data) == {f"{label}: kept A", f"{label}: kept B", f"{label}: iou"}
+    seeds = ablation.data[f"{label}: A"]  # the own / other columns are the means of the seeds
     own, other = np.mean(seeds["abl_own"]), np.mean(seeds["abl_other"])
     assert ablation.table["columns"][7] == "ablated own / other"
-    assert ablation.table["rows"][2][7] == f"{own:.3f} / {other:.3f}"
+    assert ablation.table["rows"][0][7] == f"{own:.3f} / {other:.3f}"
+
+
+def built_run(sub: dict, abl: dict, random_sub=None, random_abl=None) -> dict:
+    """A stored run with the given per-mask-seed Sub and Abl per subroutine."""
+    seeds = {
+        name: {
+            "sub": sub[name],
+            "abl": abl[name],
+            "random_sub": (random_sub or sub)[name],
+            "random_abl": (random_abl or abl)[name],
+        }
+        for name in sub
+    }
+    return {"extra": {"subroutines": list(sub), "subroutine": {n: {"seeds": s} for n, s in seeds.items()}}}
+
+
+def test_modular_fraction_counts_pairs_passing_both_thresholds():
+    assert (structure.SUB_MIN, structure.ABL_MAX) == (0.2, -0.1)
+    one = built_run(
+        sub={"A": [0.49, 0.49, 0.19], "B": [0.3, 0.2, 0.5]},
+        abl={"A": [-0.3, -0.05, -0.4], "B": [-0.1, -0.2, 0.0]},
+        random_sub={"A": [0.0, 0.0, 0.0], "B": [0.25, 0.0, 0.0]},
+        random_abl={"A": [0.0, 0.0, 0.0], "B": [-0.2, 0.0, 0.0]},
+    )
+    # A: only the first pair (the second's ablation is too weak, the third's subnetwork);
+    # B: the first two (the thresholds are inclusive), not the third
+    assert modular_fraction([one], "A") == pytest.approx(1 / 3)
+    assert modular_fraction([one], "B") == pytest.approx(2 / 3)
+    assert modular_fraction([one]) == pytest.approx(3 / 6)
+    assert modular_fraction([one], "B", control=True) == pytest.approx(1 / 3)
+    two = built_run(sub={"A": [0.5], "B": [0.5]}, abl={"A": [-0.5], "B": [-0.5]})
+    assert modular_fraction([one, two], "A") == pytest.approx(2 / 4)  # pooled over pairs, not runs
+    assert np.isnan(modular_fraction([]))
+
+
+def recording_train(monkeypatch) -> list[dict]:
+    """Records every training of a run: its settings, its batches and its starting weights."""
+    calls, real = [], structure.train
+
+    def record(model, spec, sample_batch, *args, **kwargs):
+        call = {"spec": spec, "start": {k: v.clone() for k, v in model.state_dict().items()}, "batches": []}
+        calls.append(call)
+
+        def sample(step):
+            batch = sample_batch(step)
+            call["batches"].append(batch)
+            return batch
+
+        result = real(model, spec, sample, *args, **kwargs)
+        call["end"] = {k: v.clone() for k, v in model.state_dict().items()}
+        return result
+
+    monkeypatch.setattr(structure, "train", record)
+    return calls
+
+
+@pytest.mark.parametrize("arch", ["mlp", "transformer"])
+def test_pretraining_changes_only_the_initialization(monkeypatch, arch):
+    calls = recording_train(monkeypatch)
+    results = {}
+    for objective in ("none", "self_supervised", "related_task"):
+        sets = [f"model.arch={arch}", "model.d_model=8", "model.blocks=1", f"pretrain.objective={objective}"]
+        results[objective] = run(tiny_spec(*sets, "pretrain.steps=15"), RunContext(torch.device("cpu")))
+    scratch, pretrained_ssl, ssl, pretrained_related, related = calls
+    assert len(calls) == 5 and "pretrain_accuracy" not in results["none"].metrics
+    for pretraining, fine_tuning in ((pretrained_ssl, ssl), (pretrained_related, related)):
+        assert pretraining["spec"].steps == 15 and len(pretraining["batches"]) == 15
+        # the same fine-tuning: settings, every batch, and the readout's initial weights
+        assert fine_tuning["spec"] == scratch["spec"] and len(fine_tuning["batches"]) == 30
+        for (x, y), (x0, y0) in zip(fine_tuning["batches"], scratch["batches"]):
+            assert torch.equal(x, x0) and torch.equal(y, y0)
+        for name, start in fine_tuning["start"].items():
+            if name.startswith("readout."):
+                assert torch.equal(start, scratch["start"][name])
+            else:  # the body starts where pretraining left it, which started where scratch does
+                assert torch.equal(start, pretraining["end"][name])
+                assert torch.equal(pretraining["start"][name], scratch["start"][name])
+        assert any(not torch.equal(fine_tuning["start"][n], scratch["start"][n]) for n in scratch["start"])
+    assert pretrained_ssl["start"]["readout.weight"].shape[0] == 8  # one output per symbol it may have hidden
+    assert pretrained_related["start"]["readout.weight"].shape[0] == 2  # (a1 == b1) and (a2 == b2)
+
+
+def test_the_untrained_control_ignores_pretraining_and_a_transformer_masks_its_blocks():
+    assert tiny_spec("model.init=random", "pretrain.objective=related_task") == tiny_spec("model.init=random")
+    spec = tiny_spec("model.arch=transformer")
+    assert spec.mask.include == ["blocks.*"]
+    assert tiny_spec("model.arch=transformer", "mask.include=[blocks.0.*]").mask.include == ["blocks.0.*"]
+    # keys added for pretraining and the Transformer leave the run ids of the MLP from scratch as they were
+    assert set(tiny_spec().model_dump()) == {"seed", "task", "model", "train", "mask", "eval_items"}
+    assert set(tiny_spec().model_dump()["model"]) == {"width", "depth", "init"}
 
 
 @pytest.mark.parametrize(
@@ -102,6 +195,11 @@ def test_plots_draw_both_controls_and_the_per_layer_masks():
         (["task.val=0.5", "task.test=0.5"], "task: val=0.5 \\+ test=0.5 must leave items"),
         (["mask.method=magnitude"], "mask.method"),
         (["mask.penalties=[]"], "mask.penalties"),
+        (["pretrain.objective=denoise"], "pretrain.objective"),
+        (
+            ["model.arch=transformer", "model.d_model=10", "model.heads=4"],
+            "model.d_model=10 must be a multiple",
+        ),
     ],
 )
 def test_bad_specs_are_one_line_errors(sets, message):

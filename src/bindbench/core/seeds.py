@@ -29,6 +29,7 @@ STREAMS = (
     "control",
     "judge",
     "samples",
+    "pretrain",
 )
 RUN, SHARED = 0, 1  # a stream of one run, or one that every run shares
 

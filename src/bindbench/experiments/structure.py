@@ -9,6 +9,12 @@ randomly initialized copy); per subroutine it selects the mask penalty on the va
 split, trains masks from several seeds, and scores each with its size-matched random-mask
 control. Facts and hyperparameters: research note break-it-down.md.
 
+The base model is an MLP on one-hot symbols or a small Transformer encoder on their ids
+(`model.arch`), trained from scratch or fine-tuned from a pretrained start (`pretrain`):
+self-supervised (the task's inputs with one symbol masked, predict it; no labels) or on a
+related task (another function of the same inputs). Pretraining changes only the
+initialization: the fine-tuning data, steps and readout are those of the run from scratch.
+
 Subroutine 1 is A (the `and` task) or add (`addmul`), subroutine 2 is B or mul.
 """
 
@@ -21,10 +27,20 @@ from typing import Literal
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from bindbench.core import factory
-from bindbench.core.claims import Claim, Verdict, every, exceeds, in_every, per_setting, values
+from bindbench.core.claims import (
+    NOT_MEASURED,
+    Claim,
+    Verdict,
+    beyond,
+    every,
+    exceeds,
+    in_every,
+    per_setting,
+    values,
+)
 from bindbench.core.config import ReferenceKeys, Spec
 from bindbench.core.factory import FactoryPath, factory_field
 from bindbench.core.masks import (
@@ -38,9 +54,10 @@ from bindbench.core.masks import (
     random_mask,
 )
 from bindbench.core.registry import Experiment, RunResult, register
-from bindbench.core.report import Plot, bars, column_width, spread
+from bindbench.core.report import PANELS_PER_ROW, Plot, bars, column_width, spread
 from bindbench.core.seeds import generator, seed_init, stream_seed
 from bindbench.core.training import TrainSpec, train
+from bindbench.models.encoder import EncoderClassifier
 from bindbench.models.mlp import MLP
 from bindbench.tasks.subroutines import AddMulTask, AndTask
 
@@ -54,9 +71,22 @@ class StructureTaskSpec(Spec):
     test: float = Field(0.15, gt=0, lt=1, description="fraction of all inputs held out for testing")
 
 
+NEW = {"omit_at_default": True}  # keys added after runs were stored: out of the run id at their default
+
+
 class BaseModelSpec(Spec):
+    arch: Literal["mlp", "transformer"] = Field(
+        "mlp",
+        description="an MLP on one-hot symbols, or a Transformer encoder on their ids (read at [CLS])",
+        json_schema_extra=NEW,
+    )
     width: int = Field(256, ge=1, description="hidden units per layer of the MLP")
-    depth: int = Field(3, ge=1, description="hidden layers")
+    depth: int = Field(3, ge=1, description="hidden layers of the MLP")
+    d_model: int = Field(
+        96, ge=1, description="the Transformer's width (feed-forward: twice it)", json_schema_extra=NEW
+    )
+    blocks: int = Field(2, ge=1, description="the Transformer's blocks", json_schema_extra=NEW)
+    heads: int = Field(4, ge=1, description="the Transformer's attention heads", json_schema_extra=NEW)
     init: Literal["trained", "random"] = Field(
         "trained", description="train the base model, or search an untrained copy (the control)"
     )
@@ -86,28 +116,69 @@ class MaskSpec(Spec):
     )
 
 
+OBJECTIVES = ("none", "self_supervised", "related_task")
+
+
+class PretrainSpec(Spec):
+    objective: Literal["none", "self_supervised", "related_task"] = Field(
+        "none",
+        description="none (from scratch), self_supervised (predict a masked symbol of the task's "
+        "inputs) or related_task (another function of the same inputs), then fine-tuning",
+    )
+    steps: int = Field(3000, ge=1, description="pretraining steps")
+    batch_size: int = Field(128, ge=1, description="items per pretraining step")
+    lr: float = Field(1e-3, gt=0, description="AdamW learning rate of pretraining (no decay)")
+
+
 class StructureSpec(Spec):
     seed: int = Field(0, ge=0, description="base model initialization and training data")
     task: StructureTaskSpec = StructureTaskSpec()
     model: BaseModelSpec = BaseModelSpec()
+    pretrain: PretrainSpec = Field(PretrainSpec(), json_schema_extra=NEW)
     train: TrainSpec = TrainSpec(steps=6000, lr=1e-3, weight_decay=0.0, eval_every=2000)
     mask: MaskSpec = MaskSpec()
     eval_items: int = Field(4000, ge=1, description="test and val items per set")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _controls_and_defaults(cls, data):
+        if not (isinstance(data, dict) and isinstance(data.get("model"), dict)):
+            return data
+        # the untrained control is one network whatever the start its trained runs had, so a
+        # sweep over pretrain.objective shares it (one run id) instead of refusing it; from
+        # scratch, the pretraining settings do not apply
+        pretrain = data.get("pretrain")
+        objective = pretrain.get("objective", "none") if isinstance(pretrain, dict) else None
+        if data["model"].get("init") == "random" or objective == "none":
+            data = {k: v for k, v in data.items() if k != "pretrain"}
+        # the default pattern names the MLP's layers; on a Transformer it means its blocks
+        mask = data.get("mask")
+        if data["model"].get("arch") == "transformer" and isinstance(mask, dict):
+            if mask.get("include") == ["hidden.*"]:
+                data = {**data, "mask": {**mask, "include": ["blocks.*"]}}
+        return data
 
-def make_task(spec: StructureTaskSpec) -> AndTask | AddMulTask:
-    if spec.name == "and":
-        return AndTask(spec.symbols, spec.val, spec.test)
-    return AddMulTask(spec.val, spec.test)
+
+def make_task(spec: StructureSpec) -> AndTask | AddMulTask:
+    """The task, its inputs as ids for the Transformer and one-hot for the MLP or a user's model."""
+    task = spec.task
+    form = "tokens" if spec.model.arch == "transformer" and spec.model.factory is None else "one_hot"
+    if task.name == "and":
+        return AndTask(task.symbols, task.val, task.test, form=form)
+    return AddMulTask(task.val, task.test, form=form)
 
 
 def check(spec: StructureSpec) -> None:
     """Rejects specs whose sets cannot be drawn or whose mask patterns match no layer, before any run."""
     try:
-        make_task(spec.task)
+        task = make_task(spec)
     except ValueError as err:
         raise ValueError(f"task: {err}") from None
-    shape = check_model(spec) or MLP(1, 1, 1, spec.model.depth)  # the MLP's layer names, at no cost
+    if spec.model.arch == "transformer" and spec.model.d_model % spec.model.heads:
+        raise ValueError(
+            f"model.d_model={spec.model.d_model} must be a multiple of model.heads={spec.model.heads}"
+        )
+    shape = check_model(spec) or make_base(spec, task, tiny=True)  # the layer names, at little cost
     for pattern in spec.mask.include:
         if not maskable_weights(shape, include=[pattern]):
             layers = [name.removesuffix(".weight") for name in maskable_weights(shape)]
@@ -123,28 +194,87 @@ def check_model(spec: StructureSpec) -> torch.nn.Module | None:
     """A user's base model, built and called on two of the task's inputs; None for the MLP."""
     if spec.model.factory is None:
         return None
-    task = make_task(spec.task)
+    task = make_task(spec)
     model = make_base(spec, task)
     x, _ = task.sample("task", 2, generator(None, "eval"))
     out = factory.try_forward(spec.model.factory, model, x, INTERFACE)
     factory.expect_tensor(spec.model.factory, out, (2, task.num_classes), INTERFACE)
+    if spec.pretrain.objective != "none" and not isinstance(getattr(model, "readout", None), torch.nn.Module):
+        raise ValueError(
+            f"pretrain.objective={spec.pretrain.objective}: the model needs its output layer named "
+            "`readout` (pretraining replaces it by a head of its own)"
+        )
     return model
 
 
 def base_of(spec: StructureSpec) -> torch.nn.Module:
     """A run's untrained base model, as its checkpoint holds it (`Experiment.make_model`)."""
-    return make_base(spec, make_task(spec.task))
+    return make_base(spec, make_task(spec))
 
 
-def make_base(spec: StructureSpec, task) -> torch.nn.Module:
-    """The base model: the user's (model.factory) or the MLP."""
-    if spec.model.factory is not None:
-        return factory.build(spec.model.factory, input_dim=task.input_dim, output_dim=task.num_classes)
-    return MLP(task.input_dim, task.num_classes, spec.model.width, spec.model.depth)
+def make_base(spec: StructureSpec, task, classes: int | None = None, tiny: bool = False) -> torch.nn.Module:
+    """The base model: the user's (model.factory), the MLP or the Transformer, with `classes`
+    outputs (default: the task's). `tiny`: the same layer names at width 1, for checks."""
+    classes = classes or task.num_classes
+    m = spec.model
+    if m.factory is not None:
+        return factory.build(m.factory, input_dim=task.input_dim, output_dim=classes)
+    if m.arch == "transformer":
+        d_model, heads = (1, 1) if tiny else (m.d_model, m.heads)
+        return EncoderClassifier(task.vocab + 1, task.length, classes, d_model, m.blocks, heads)
+    return MLP(task.input_dim, classes, 1 if tiny else m.width, m.depth)
+
+
+def pretraining_set(task, objective: str, n: int, generator: torch.Generator, split: str):
+    """n items of the pretraining objective: masked inputs and their hidden symbols, or the
+    related task's items."""
+    if objective == "self_supervised":
+        return task.masked(n, generator, split)
+    return task.sample("related", n, generator, split)
+
+
+def body(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state without its output layer (`readout`)."""
+    return {k: v for k, v in model.state_dict().items() if not k.startswith("readout.")}
+
+
+def pretrain(model: torch.nn.Module, spec: StructureSpec, task) -> float:
+    """Pretrains `model`'s body in place (its readout untouched) and returns the pretraining
+    objective's val accuracy. A copy of the model with a head for the objective starts from
+    the model's own initial body and trains on the run's `pretrain` data stream."""
+    objective, settings = spec.pretrain.objective, spec.pretrain
+    classes = task.vocab if objective == "self_supervised" else task.num_classes
+    head = make_base(spec, task, classes)
+    head.load_state_dict(body(model), strict=False)
+    data = generator(spec.seed, "pretrain")
+    trained = train(
+        head,
+        TrainSpec(
+            steps=settings.steps,
+            batch_size=settings.batch_size,
+            lr=settings.lr,
+            weight_decay=0.0,
+            eval_every=settings.steps,
+        ),
+        lambda step: pretraining_set(task, objective, settings.batch_size, data, "train"),
+        lambda m, batch: torch.nn.functional.cross_entropy(m(batch[0]), batch[1]),
+        lambda m: {
+            "accuracy": _accuracy(
+                m, *pretraining_set(task, objective, spec.eval_items, generator(None, "eval"), "val")
+            )
+        },
+    )
+    model.load_state_dict(body(head), strict=False)
+    return trained.final.get("accuracy", math.nan)
 
 
 def accuracy(model, task, kind: str, split: str, items: int) -> float:
-    x, y = task.sample(kind, items, generator(None, "eval"), split)  # the same items for every run
+    return _accuracy(
+        model, *task.sample(kind, items, generator(None, "eval"), split)
+    )  # the same items for every run
+
+
+def _accuracy(model, x: torch.Tensor, y: torch.Tensor) -> float:
     with torch.no_grad():
         return (model(x).argmax(1) == y).float().mean().item()
 
@@ -161,11 +291,13 @@ def _mean_defined(values: list[float]) -> float:
 
 
 def run(spec: StructureSpec, ctx) -> RunResult:
-    task = make_task(spec.task)
+    task = make_task(spec)
     seed_init(spec.seed)
     model = make_base(spec, task)
     data = generator(spec.seed, "data")
-    curve = []
+    curve, metrics = [], {}
+    if spec.pretrain.objective != "none":
+        metrics["pretrain_accuracy"] = pretrain(model, spec, task)
     if spec.model.init == "trained":
         trained = train(
             model,
@@ -181,12 +313,14 @@ def run(spec: StructureSpec, ctx) -> RunResult:
     model.eval()  # frozen from here: the mask search trains logits only
 
     first, second = task.subroutines
-    metrics = {"base_accuracy": accuracy(model, task, "task", "test", spec.eval_items)}
+    metrics["base_accuracy"] = accuracy(model, task, "task", "test", spec.eval_items)
     extra = {"subroutines": [first, second], "chance": task.chance, "subroutine": {}}
     masks = {}
     for number, (own, other) in enumerate(((first, second), (second, first)), start=1):
+        # the base model on the test set where only this subroutine varies: what its masks can keep
+        metrics[f"base_accuracy_{number}"] = accuracy(model, task, f"+/-{own}", "test", spec.eval_items)
         masks[own], extra["subroutine"][own] = subroutine_masks(model, task, spec, own, other)
-        for key in ("sub", "abl", "random_abl"):
+        for key in ("sub", "abl", "random_sub", "random_abl"):
             metrics[f"{key}_{number}"] = float(np.mean(extra["subroutine"][own]["seeds"][key]))
     ious = [mask_iou(a, b) for a, b in zip(masks[first], masks[second])]
     extra["iou"] = {layer: _mean_defined([iou[layer] for iou in ious]) for layer in ious[0]}
@@ -230,6 +364,7 @@ def subroutine_masks(model, task, spec: StructureSpec, own: str, other: str) -> 
         nets = {
             "sub": apply_mask(model, mask),
             "abl": ablate(model, mask),
+            "random_sub": apply_mask(model, control),
             "random_abl": ablate(model, control),
         }
         for name, net in nets.items():
@@ -250,10 +385,32 @@ def subroutine_masks(model, task, spec: StructureSpec, own: str, other: str) -> 
 # ----------------------------------------------------------------------------- plots
 
 
+START = {"none": "from scratch", "self_supervised": "self-supervised", "related_task": "related task"}
+
+
+def _objective(spec: dict) -> str:
+    """A stored spec's pretraining objective (the key is absent at its default)."""
+    return spec.get("pretrain", {}).get("objective", "none")
+
+
 def _label(spec: dict) -> str:
-    """The task and the base model: its initialization, and the user's factory if any."""
-    factory = spec["model"].get("factory")
-    return f"{spec['task']['name']}, {spec['model']['init']}" + (f", {factory}" if factory else "")
+    """The condition: task, architecture (or the user's factory), start, and a Gumbel mask."""
+    model = spec["model"]
+    arch = model.get("factory") or model.get("arch", "mlp")
+    start = "untrained" if model["init"] == "random" else START[_objective(spec)]
+    gumbel = ", gumbel masks" if spec["mask"]["method"] == "gumbel" else ""
+    return f"{spec['task']['name']}, {arch}, {start}{gumbel}"
+
+
+def _done(runs: list[dict]) -> list[dict]:
+    return [r for r in runs if r["status"] == "done" and "subroutine" in r.get("extra", {})]
+
+
+def _conditions(runs: list[dict]) -> dict[str, list[dict]]:
+    groups = defaultdict(list)
+    for r in _done(runs):
+        groups[_label(r["spec"])].append(r)
+    return dict(sorted(groups.items()))
 
 
 BARS = ["sub_own", "sub_other", "abl_own", "abl_other", "random_abl_own", "random_abl_other"]
@@ -261,18 +418,17 @@ BARS = ["sub_own", "sub_other", "abl_own", "abl_other", "random_abl_own", "rando
 
 def ablation_plot(runs: list[dict]) -> Plot | None:
     """The 2 x 2 of Lepori et al. per subroutine: subnetwork and ablated complement, each on its
-    own and the other subroutine's test set, for trained and random-init base models, with the
-    random-mask ablation beside them and chance drawn; the Sub and Abl table under it."""
-    done = [r for r in runs if r["status"] == "done" and "subroutine" in r["extra"]]
-    if not done:
+    own and the other subroutine's test set, per condition (trained or random-init base model),
+    with the random-mask ablation beside them and chance drawn; the Sub and Abl table under it."""
+    groups = _conditions(runs)
+    if not groups:
         return None
-    groups = defaultdict(list)
-    for r in done:
-        groups[_label(r["spec"])].append(r)
-    fig = Figure(figsize=(column_width(4.5 * len(groups)), 3.6), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(groups), sharey=True))
+    cols = min(len(groups), PANELS_PER_ROW)
+    rows_of_panels = math.ceil(len(groups) / cols)
+    fig = Figure(figsize=(column_width(4.5 * cols), 3.4 * rows_of_panels), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows_of_panels, cols, sharey=True, squeeze=False)).ravel()
     rows, data = [], {}
-    for ax, (label, members) in zip(axes, sorted(groups.items())):
+    for ax, (label, members) in zip(axes, groups.items()):
         names = members[0]["extra"]["subroutines"]
         values = {
             name: {b: [v for r in members for v in r["extra"]["subroutine"][name]["seeds"][b]] for b in BARS}
@@ -296,28 +452,109 @@ def ablation_plot(runs: list[dict]) -> Plot | None:
         ax.set_title(label, fontsize=9)
         ax.set_ylim(0, 1.05)
         ax.legend(fontsize=7)
-    axes[0].set_ylabel("test accuracy")
-    columns = ["base model", "mask for", "base seeds", "Sub", "Abl", "random-mask Abl"]
+    for ax in axes[len(groups) :]:
+        ax.set_visible(False)
+    for ax in axes[::cols]:
+        ax.set_ylabel("test accuracy")
+    columns = ["condition", "mask for", "base seeds", "Sub", "Abl", "random-mask Abl"]
     columns += ["subnetwork own / other", "ablated own / other", "random-mask ablated own / other"]
     table = {"columns": columns, "rows": rows}
     return Plot("Subnetworks and their ablation (own / other subroutine's test set)", fig, data, table)
 
 
+# a (base seed, mask seed) pair shows structural compositionality for a subroutine when its
+# subnetwork solves it clearly better than the other (Sub >= SUB_MIN) and ablating the
+# subnetwork hurts it clearly more than the other (Abl <= ABL_MAX)
+SUB_MIN, ABL_MAX = 0.2, -0.1
+
+
+def modular_pairs(run: dict, name: str, control: bool = False) -> list[bool]:
+    """Per mask seed of subroutine `name` in a stored run: whether the pair shows structural
+    compositionality; `control`: the same test on its size-matched random mask."""
+    seeds = run["extra"]["subroutine"][name]["seeds"]
+    prefix = "random_" if control else ""
+    return [s >= SUB_MIN and a <= ABL_MAX for s, a in zip(seeds[prefix + "sub"], seeds[prefix + "abl"])]
+
+
+def modular_fraction(runs: list[dict], name: str | None = None, control: bool = False) -> float:
+    """The fraction of (base seed, mask seed) pairs of the runs that show structural
+    compositionality, for subroutine `name` or pooled over both; NaN without pairs."""
+    pairs = [
+        p
+        for r in runs
+        for n in ([name] if name else r["extra"]["subroutines"])
+        for p in modular_pairs(r, n, control)
+    ]
+    return float(np.mean(pairs)) if pairs else math.nan
+
+
+def modularity_plot(runs: list[dict]) -> Plot | None:
+    """Per condition: the fraction of (base seed, mask seed) pairs with structural
+    compositionality, per subroutine, beside its size-matched random masks; the table has
+    the base model's accuracy per subroutine, so that structure is compared at matched accuracy."""
+    groups = _conditions(runs)
+    if not groups:
+        return None
+    fig = Figure(figsize=(column_width(1.2 * len(groups) + 3), 3.8), layout="constrained")
+    ax = fig.subplots()
+    series, rows, data = defaultdict(list), [], {}
+    for label, members in groups.items():
+        names = members[0]["extra"]["subroutines"]
+        for number, name in enumerate(names, start=1):
+            per_run = [float(np.mean(modular_pairs(r, name))) for r in members]
+            series[f"subroutine {number}"].append(per_run)
+            pairs = sum(len(modular_pairs(r, name)) for r in members)
+            control = modular_fraction(members, name, control=True)
+            rows.append(
+                [
+                    label,
+                    name,
+                    spread([r["metrics"][f"base_accuracy_{number}"] for r in members]),
+                    spread(
+                        [
+                            r["metrics"]["pretrain_accuracy"]
+                            for r in members
+                            if "pretrain_accuracy" in r["metrics"]
+                        ]
+                    ),
+                    spread([r["metrics"][f"sub_{number}"] for r in members], signed=True),
+                    spread([r["metrics"][f"abl_{number}"] for r in members], signed=True),
+                    f"{modular_fraction(members, name):.2f} ({pairs})",
+                    f"{control:.2f}",
+                ]
+            )
+            data[f"{label}: {name}"] = {"modular per base seed": per_run, "random-mask modular": control}
+    bars(ax, list(groups), dict(series))
+    ax.set_ylabel(f"modular fraction (Sub >= {SUB_MIN}, Abl <= {ABL_MAX})")
+    ax.set_ylim(0, 1.05)
+    ax.tick_params(axis="x", labelrotation=25, labelsize=7)
+    for tick in ax.get_xticklabels():
+        tick.set_horizontalalignment("right")
+    ax.legend(fontsize=7)
+    columns = ["condition", "mask for", "base accuracy (+/-own test)", "pretraining accuracy (val)"]
+    columns += ["Sub", "Abl", "modular fraction (pairs)", "random-mask modular fraction"]
+    return Plot(
+        "Modular fraction: (base seed, mask seed) pairs with structural compositionality",
+        fig,
+        data,
+        {"columns": columns, "rows": rows},
+    )
+
+
 def layer_plot(runs: list[dict]) -> Plot | None:
-    """Per task and masked layer: the fraction of weights each subroutine's mask keeps, and the
-    IoU of the two masks (trained base models)."""
-    done = [r for r in runs if r["status"] == "done" and "iou" in r["extra"]]
-    by_task = defaultdict(list)  # per task and model: a user's model has its own layers
-    for r in done:
-        if r["spec"]["model"]["init"] == "trained":
-            factory = r["spec"]["model"].get("factory")
-            by_task[r["spec"]["task"]["name"] + (f", {factory}" if factory else "")].append(r)
+    """Per trained condition and masked layer: the fraction of weights each subroutine's mask
+    keeps, and the IoU of the two masks."""
+    by_task = {
+        label: members
+        for label, members in _conditions(runs).items()
+        if members[0]["spec"]["model"]["init"] == "trained" and "iou" in members[0]["extra"]
+    }
     if not by_task:
         return None
     fig = Figure(figsize=(8, 3.2 * len(by_task)), layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(by_task), 2))
     data = {}
-    for (left, right), (task, members) in zip(axes, sorted(by_task.items())):
+    for (left, right), (task, members) in zip(axes, by_task.items()):
         layers = list(members[0]["extra"]["iou"])
         names = members[0]["extra"]["subroutines"]
         for i, name in enumerate(names):
@@ -341,27 +578,90 @@ def layer_plot(runs: list[dict]) -> Plot | None:
 
 
 def plots(runs: list[dict]) -> list[Plot]:
-    return [p for p in (ablation_plot(runs), layer_plot(runs)) if p is not None]
+    return [p for p in (ablation_plot(runs), modularity_plot(runs), layer_plot(runs)) if p is not None]
+
+
+PRETRAIN_KEYS = [f"pretrain.{key}" for key in PretrainSpec.model_fields]
+
+
+def _by_objective(runs: list[dict]) -> dict[str, list[dict]]:
+    found = defaultdict(list)
+    for r in runs:
+        found[_objective(r["spec"])].append(r)
+    return found
 
 
 def _subnetworks(runs: list[dict]) -> Verdict:
-    """Per task: for both subroutines, Sub of the trained model above the random-init control's,
-    and its ablation's Abl below that of a size-matched random mask, by more than the seed spread."""
+    """Per task, architecture and mask method, for every start: for both subroutines, Sub of
+    the trained model above the random-init control's, and its ablation's Abl below that of
+    a size-matched random mask, by more than the seed spread."""
 
     def one(part: list[dict]) -> Verdict:
-        trained = [r for r in part if r["spec"]["model"]["init"] == "trained"]
         control = [r for r in part if r["spec"]["model"]["init"] == "random"]
         checks = {}
-        for n in (1, 2):
-            checks[f"sub_{n}"] = exceeds(
-                values(trained, f"sub_{n}"), values(control, f"sub_{n}"), f"Sub {n}", "random init"
-            )
-            checks[f"abl_{n}"] = exceeds(
-                values(trained, f"random_abl_{n}"), values(trained, f"abl_{n}"), "random mask", f"Abl {n}"
-            )
-        return every(checks)
+        for objective, trained in _by_objective(
+            [r for r in part if r["spec"]["model"]["init"] == "trained"]
+        ).items():
+            for n in (1, 2):
+                checks[f"{objective}: sub_{n}"] = exceeds(
+                    values(trained, f"sub_{n}"), values(control, f"sub_{n}"), f"Sub {n}", "random init"
+                )
+                checks[f"{objective}: abl_{n}"] = exceeds(
+                    values(trained, f"random_abl_{n}"), values(trained, f"abl_{n}"), "random mask", f"Abl {n}"
+                )
+        return every(checks) if checks else Verdict(NOT_MEASURED, {}, "no trained base model")
 
-    return in_every(per_setting(runs, ["model.init"]), one)
+    return in_every(per_setting(runs, ["model.init", *PRETRAIN_KEYS]), one)
+
+
+def _per_run_fraction(runs: list[dict]) -> list[float]:
+    return [modular_fraction([r]) for r in runs]
+
+
+def _pretraining(runs: list[dict]) -> Verdict:
+    """Per task, architecture and mask method: the modular fraction of every pretrained start
+    above the from-scratch one's (on the mean of the base seeds' fractions)."""
+
+    def one(part: list[dict]) -> Verdict:
+        starts = _by_objective(part)
+        scratch = starts.pop("none", [])
+        if not scratch or not starts:
+            return Verdict(NOT_MEASURED, {}, "no pretrained and from-scratch base models to compare")
+        return every(
+            {
+                objective: exceeds(
+                    _per_run_fraction(pretrained),
+                    _per_run_fraction(scratch),
+                    START[objective],
+                    "from scratch",
+                    margin="mean",
+                )
+                for objective, pretrained in starts.items()
+            }
+        )
+
+    trained = [r for r in _done(runs) if r["spec"]["model"]["init"] == "trained"]
+    return in_every(per_setting(trained, PRETRAIN_KEYS), one)
+
+
+def _addmul_base(runs: list[dict]) -> Verdict:
+    """Every trained addmul base model's accuracy on unseen add and on unseen mul problems
+    (mean over base seeds) at least 0.9."""
+    trained = [
+        r for r in runs if r["spec"]["model"]["init"] == "trained" and r["spec"]["task"]["name"] == "addmul"
+    ]
+
+    def one(part: list[dict]) -> Verdict:
+        return every(
+            {
+                op: beyond(values(part, f"base_accuracy_{n}"), 0.9, f"{op} accuracy")
+                for n, op in ((1, "add"), (2, "mul"))
+            }
+        )
+
+    if not trained:
+        return Verdict(NOT_MEASURED, {}, "no trained addmul base model")
+    return in_every(per_setting(trained), one)
 
 
 CLAIMS = (
@@ -374,8 +674,26 @@ CLAIMS = (
         "(Lepori, Serre & Pavlick 2023)",
         _subnetworks,
     ),
+    Claim(
+        "pretraining",
+        "Pretraining raises the modular fraction: for each architecture, more (base seed, mask seed) "
+        f"pairs show structural compositionality (Sub >= {SUB_MIN}, Abl <= {ABL_MAX}) after each "
+        "pretraining objective than from scratch",
+        "pretrained BERT-Small gives stronger ablation effects than from scratch (Abl -0.13 to -0.51); "
+        "SimCLR-pretrained ResNet50 mixed (Lepori, Serre & Pavlick 2023)",
+        _pretraining,
+    ),
+    Claim(
+        "addmul_base",
+        "The addmul base model learns both operations: at least 0.9 on unseen add and unseen mul problems",
+        "the precondition of the mask analysis (Csordas et al. 2021 train the FNN to solve both)",
+        _addmul_base,
+    ),
 )
 
+
+# addmul's base model: both operations >= 0.9 on unseen pairs (chosen on the val split)
+ADDMUL = {"task.name": "addmul", "model.width": 512, "train.steps": 8000}
 
 EXPERIMENT = register(
     Experiment(
@@ -387,9 +705,12 @@ EXPERIMENT = register(
         make_model=base_of,
         plots=plots,
         profiles={
-            # quick: one base seed and its random-init control, one penalty, 2 mask seeds
+            # quick: the MLP from scratch and from each pretraining objective (base seed 0) and
+            # the random-init control, one penalty, 2 mask seeds
             "quick": {
                 "model.init": ["trained", "random"],
+                "pretrain.objective": list(OBJECTIVES),
+                "pretrain.steps": 1000,
                 "train.steps": 2000,
                 "mask.penalties": [[3e-5]],
                 "mask.steps": 400,
@@ -397,18 +718,36 @@ EXPERIMENT = register(
                 "eval_items": 1000,
             },
             "full": [
-                {"task.name": "and", "model.init": ["trained", "random"], "seed": [0, 1, 2]},
+                # pretraining x architecture on `and`, with each architecture's random-init control
                 {
-                    "task.name": "addmul",
-                    "model.width": 512,
-                    "train.steps": 8000,
+                    "task.name": "and",
+                    "model.arch": ["mlp", "transformer"],
+                    "model.init": ["trained", "random"],
+                    "pretrain.objective": list(OBJECTIVES),
+                    "seed": [0, 1, 2],
+                },
+                # Gumbel masks beside continuous sparsification, on the MLP from scratch
+                {
+                    "task.name": "and",
+                    "mask.method": "gumbel",
                     "model.init": ["trained", "random"],
                     "seed": [0, 1, 2],
                 },
+                {**ADDMUL, "model.init": ["trained", "random"], "seed": [0, 1, 2]},
+                {**ADDMUL, "mask.method": "gumbel", "seed": [0, 1, 2]},
             ],
         },
-        columns=("task.name", "model.init", "seed"),
-        metrics=("sub_1", "abl_1", "random_abl_1", "sub_2", "abl_2", "random_abl_2", "base_accuracy"),
+        columns=("task.name", "model.arch", "model.init", "pretrain.objective", "mask.method", "seed"),
+        metrics=(
+            "sub_1",
+            "abl_1",
+            "random_abl_1",
+            "sub_2",
+            "abl_2",
+            "random_abl_2",
+            "base_accuracy_1",
+            "base_accuracy_2",
+        ),
         tiny={
             "task.symbols": 6,
             "model.width": 16,

@@ -8,13 +8,24 @@ note break-it-down.md, section 1):
 - "task": the compositional task the base model is trained on;
 - one kind per subroutine (e.g. "A"): the set a mask for that subroutine is trained on,
   labelled by that subroutine alone while the other one varies freely;
-- "+/-A" per subroutine: test sets in which only that subroutine's outcome varies.
+- "+/-A" per subroutine: test sets in which only that subroutine's outcome varies;
+- "related": a different function of the same inputs, for pretraining on a related task.
+
+`masked` draws the self-supervised pretraining set: the task's inputs with one position
+replaced by a mask token, labelled by the token it hid (no task label is used).
+
+An input is a sequence of tokens from one vocabulary (`length` positions, `vocab` ids, id
+`vocab` being the mask token), given one-hot and flattened (`form="one_hot"`, for an MLP:
+the mask token is all zeros) or as the ids themselves (`form="tokens"`, for a Transformer).
 
 `AndTask` (Lepori's design on symbols): four one-hot symbols (a1, a2, b1, b2); subroutine A
 is a1 == a2, B is b1 == b2, and the label is A and B. Its "task" negatives break exactly one
-of the two (half A, half B), so both must be computed.
+of the two (half A, half B), so both must be computed. Its related task is the same
+conjunction over the other pairs: (a1 == b1) and (a2 == b2).
 `AddMulTask` (Csordas et al. 2021): two 2-digit numbers and an operation flag; the label is
-a + b or a * b mod 100, the subroutines are the two operations.
+a + b or a * b mod 100, the subroutines are the two operations. Tokens: the four digits
+(ids 0-9), then the operation (10: add, 11: mul). Its related task: a - b mod 100 for
+add problems, the product's hundreds (a * b // 100) for mul problems.
 
 Axes: n items, s symbol.
 """
@@ -24,6 +35,7 @@ from __future__ import annotations
 import torch
 
 SPLITS = ("train", "val", "test")
+FORMS = ("one_hot", "tokens")
 
 
 def _check_int(name: str, value, low: int) -> None:
@@ -48,12 +60,17 @@ class _Task:
 
     subroutines: tuple[str, str]
     num_classes: int
-    input_dim: int
+    vocab: int  # token ids 0 .. vocab - 1; id `vocab` is the mask token
     kinds: dict[str, tuple[dict, str]]  # kind -> ({cell: weight}, label name)
 
-    def __init__(self, cells: dict, labels: dict[str, torch.Tensor], splits: dict):
-        # cells: cell name -> bool (n,) over all items; labels: label name -> (n,) long
-        self.labels = labels
+    def __init__(self, tokens, cells: dict, labels: dict[str, torch.Tensor], splits: dict, form: str):
+        # tokens: (n, length) long over all items; cells: cell name -> bool (n,) over all items;
+        # labels: label name -> (n,) long
+        if form not in FORMS:
+            raise ValueError(f"form={form!r} must be one of {FORMS}")
+        self.tokens, self.labels, self.form = tokens, labels, form
+        self.length = tokens.shape[1]
+        self.input_dim = self.length * self.vocab if form == "one_hot" else self.length
         self.items = {
             (cell, split): index[member[index]]
             for cell, member in cells.items()
@@ -70,14 +87,14 @@ class _Task:
         """Accuracy of guessing on a balanced test set: the floor of the Sub and Abl measures."""
         return 0.5 if self.num_classes == 2 else 1 / self.num_classes
 
-    def sample(self, kind: str, n: int, generator: torch.Generator, split: str = "train"):
-        """n labelled items of `kind` from `split`: inputs (n, input_dim) float and labels (n,) long."""
+    def draw(self, kind: str, n: int, generator: torch.Generator, split: str = "train") -> torch.Tensor:
+        """Indices (n,) of items of `kind` drawn from `split`."""
         if kind not in self.kinds:
             raise ValueError(f"kind={kind!r} must be one of {tuple(self.kinds)}")
         if split not in SPLITS:
             raise ValueError(f"split={split!r} must be one of {SPLITS}")
         _check_int("n", n, 1)
-        weights, label = self.kinds[kind]
+        weights = self.kinds[kind][0]
         cells = list(weights)
         which = torch.multinomial(torch.tensor([weights[c] for c in cells]), n, True, generator=generator)
         index = torch.empty(n, dtype=torch.long)
@@ -85,52 +102,71 @@ class _Task:
             chosen = which == i
             pool = self.items[cell, split]
             index[chosen] = pool[torch.randint(len(pool), (int(chosen.sum()),), generator=generator)]
-        return self.encode(index), self.labels[label][index]
+        return index
 
-    def encode(self, index: torch.Tensor) -> torch.Tensor:
-        """Inputs (n, input_dim) float of the items `index` (n,)."""
-        raise NotImplementedError
+    def sample(self, kind: str, n: int, generator: torch.Generator, split: str = "train"):
+        """n labelled items of `kind` from `split`: inputs (n, input_dim) and labels (n,) long."""
+        index = self.draw(kind, n, generator, split)
+        return self.encode(self.tokens[index]), self.labels[self.kinds[kind][1]][index]
+
+    def masked(self, n: int, generator: torch.Generator, split: str = "train"):
+        """n of the task's inputs from `split`, each with one uniformly chosen position replaced
+        by the mask token, and the token it hid (n,): the self-supervised pretraining set."""
+        tokens = self.tokens[self.draw("task", n, generator, split)]
+        position = torch.randint(self.length, (n,), generator=generator)
+        hidden = tokens[torch.arange(n), position]
+        tokens[torch.arange(n), position] = self.vocab
+        return self.encode(tokens), hidden
+
+    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Inputs of token sequences (n, length): one-hot (n, length * vocab) float, or the ids."""
+        if self.form == "tokens":
+            return tokens
+        return torch.nn.functional.one_hot(tokens, self.vocab + 1)[..., : self.vocab].flatten(1).float()
 
 
 class AndTask(_Task):
-    """label = (a1 == a2) and (b1 == b2) over four one-hot symbols out of `symbols`."""
+    """label = (a1 == a2) and (b1 == b2) over four symbols out of `symbols`."""
 
     subroutines = ("A", "B")
     num_classes = 2
 
-    def __init__(self, symbols: int = 20, val: float = 0.15, test: float = 0.15, seed: int = 0):
+    def __init__(
+        self, symbols: int = 20, val: float = 0.15, test: float = 0.15, seed: int = 0, form: str = "one_hot"
+    ):
         _check_int("symbols", symbols, 2)
-        self.symbols, self.input_dim = symbols, 4 * symbols
-        self.codes = codes = torch.cartesian_prod(*[torch.arange(symbols)] * 4)  # (s^4, 4): a1 a2 b1 b2
+        self.symbols = self.vocab = symbols
+        codes = torch.cartesian_prod(*[torch.arange(symbols)] * 4)  # (s^4, 4): a1 a2 b1 b2
         a, b = codes[:, 0] == codes[:, 1], codes[:, 2] == codes[:, 3]
+        x, y = codes[:, 0] == codes[:, 2], codes[:, 1] == codes[:, 3]  # the related task's pairs
         cells = {"A&B": a & b, "A&~B": a & ~b, "~A&B": ~a & b, "~A&~B": ~a & ~b}
-        labels = {"task": (a & b).long(), "A": a.long(), "B": b.long()}
+        cells |= {"X&Y": x & y, "X&~Y": x & ~y, "~X&Y": ~x & y}
+        labels = {"task": (a & b).long(), "A": a.long(), "B": b.long(), "related": (x & y).long()}
         self.kinds = {
             "task": ({"A&B": 0.5, "~A&B": 0.25, "A&~B": 0.25}, "task"),  # negatives break one subroutine
             "A": ({"A&B": 0.25, "A&~B": 0.25, "~A&B": 0.25, "~A&~B": 0.25}, "A"),  # B varies freely
             "B": ({"A&B": 0.25, "A&~B": 0.25, "~A&B": 0.25, "~A&~B": 0.25}, "B"),
             "+/-A": ({"A&B": 0.5, "~A&B": 0.5}, "A"),  # only A varies; B holds
             "+/-B": ({"A&B": 0.5, "A&~B": 0.5}, "B"),
+            "related": ({"X&Y": 0.5, "~X&Y": 0.25, "X&~Y": 0.25}, "related"),
         }
-        super().__init__(cells, labels, _split_items(len(codes), val, test, seed))
-
-    def encode(self, index: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.one_hot(self.codes[index], self.symbols).flatten(1).float()
+        super().__init__(codes, cells, labels, _split_items(len(codes), val, test, seed), form)
 
 
 class AddMulTask(_Task):
-    """label = a + b or a * b mod 100 for 2-digit a, b; one-hot digits of a and b and the operation."""
+    """label = a + b or a * b mod 100 for 2-digit a, b; tokens: the four digits and the operation."""
 
     subroutines = ("add", "mul")
     num_classes = 100
+    vocab = 12  # digits 0-9, then add and mul
 
-    def __init__(self, val: float = 0.15, test: float = 0.15, seed: int = 0):
+    def __init__(self, val: float = 0.15, test: float = 0.15, seed: int = 0, form: str = "one_hot"):
         a, b, op = torch.cartesian_prod(torch.arange(100), torch.arange(100), torch.arange(2)).unbind(1)
-        digits = torch.stack([a // 10, a % 10, b // 10, b % 10], dim=1)  # (n, 4)
-        one_hot = torch.nn.functional.one_hot
-        self.inputs = torch.cat([one_hot(digits, 10).flatten(1), one_hot(op, 2)], dim=1).float()  # (n, 42)
-        result = torch.where(op == 0, a + b, a * b) % 100
-        self.input_dim = self.inputs.shape[1]
+        tokens = torch.stack([a // 10, a % 10, b // 10, b % 10, 10 + op], dim=1)  # (n, 5)
+        labels = {
+            "result": torch.where(op == 0, a + b, a * b) % 100,
+            "related": torch.where(op == 0, (a - b) % 100, a * b // 100),
+        }
         cells = {"add": op == 0, "mul": op == 1}
         self.kinds = {
             "task": ({"add": 0.5, "mul": 0.5}, "result"),
@@ -138,8 +174,6 @@ class AddMulTask(_Task):
             "mul": ({"mul": 1.0}, "result"),
             "+/-add": ({"add": 1.0}, "result"),  # only the addition varies: add problems
             "+/-mul": ({"mul": 1.0}, "result"),
+            "related": ({"add": 0.5, "mul": 0.5}, "related"),
         }
-        super().__init__(cells, {"result": result}, _split_items(len(result), val, test, seed))
-
-    def encode(self, index: torch.Tensor) -> torch.Tensor:
-        return self.inputs[index]
+        super().__init__(tokens, cells, labels, _split_items(len(tokens), val, test, seed), form)
