@@ -1,4 +1,5 @@
 import json
+from collections import defaultdict
 
 import numpy as np
 import pytest
@@ -209,11 +210,57 @@ def test_bad_specs_are_one_line_errors(sets, message):
 
 
 def test_profiles_resolve_with_their_controls():
+    def condition(job):
+        spec = job.spec
+        return spec.task.name, spec.model.arch, spec.model.init, spec.pretrain.objective, spec.mask.method
+
     quick = make_plan("structure").jobs
-    assert sorted(job.spec.model.init for job in quick) == ["random", "trained"]
+    assert sorted(condition(j)[2:4] for j in quick) == [
+        ("random", "none"),
+        ("trained", "none"),
+        ("trained", "related_task"),
+        ("trained", "self_supervised"),
+    ]
     full = make_plan("structure", profile="full").jobs
-    assert len(full) == 12
-    assert {(j.spec.task.name, j.spec.model.init) for j in full} == {
-        (t, i) for t in ("and", "addmul") for i in ("trained", "random")
+    seeds = defaultdict(set)
+    for job in full:
+        seeds[condition(job)].add(job.spec.seed)
+    assert all(found == {0, 1, 2} for found in seeds.values()) and len(full) == 3 * len(seeds)
+    pretraining = {(a, o) for t, a, i, o, m in seeds if t == "and" and i == "trained" and m == "continuous"}
+    assert pretraining == {
+        (a, o) for a in ("mlp", "transformer") for o in ("none", "self_supervised", "related_task")
     }
+    assert {("and", a, "random", "none", "continuous") for a in ("mlp", "transformer")} <= set(seeds)
+    for method in ("continuous", "gumbel"):  # Gumbel masks beside continuous sparsification
+        assert {("and", "mlp", i, "none", method) for i in ("trained", "random")} <= set(seeds)
+        assert ("addmul", "mlp", "trained", "none", method) in seeds
     assert all(j.spec.mask.seeds >= 3 for j in full)
+
+
+class OneHidden(torch.nn.Module):
+    """A user's model: one hidden layer and an output layer of the given name."""
+
+    def __init__(self, input_dim: int, output_dim: int, head: str = "readout"):
+        super().__init__()
+        self.hidden, self.head = torch.nn.Linear(input_dim, 8), head
+        setattr(self, head, torch.nn.Linear(8, output_dim))
+
+    def forward(self, x):
+        return getattr(self, self.head)(torch.relu(self.hidden(x)))
+
+
+def unnamed_head(input_dim: int, output_dim: int) -> OneHidden:
+    return OneHidden(input_dim, output_dim, head="out")
+
+
+def test_a_users_model_pretrains_when_its_output_layer_is_named_readout():
+    sets = [f"model.factory={__name__}:OneHidden", "mask.include=[hidden]", "pretrain.objective=related_task"]
+    result = run(tiny_spec(*sets), RunContext(torch.device("cpu")))
+    assert 0 <= result.metrics["pretrain_accuracy"] <= 1 and set(result.extra["iou"]) == {"hidden.weight"}
+    with pytest.raises(SpecError, match="output layer named `readout`") as err:
+        tiny_spec(
+            f"model.factory={__name__}:unnamed_head",
+            "mask.include=[hidden]",
+            "pretrain.objective=self_supervised",
+        )
+    assert "\n" not in str(err.value)
