@@ -225,6 +225,10 @@ def make_base(spec: StructureSpec, task, classes: int | None = None, tiny: bool 
     return MLP(task.input_dim, classes, 1 if tiny else m.width, m.depth)
 
 
+def classification_loss(model: torch.nn.Module, batch: tuple) -> torch.Tensor:
+    return torch.nn.functional.cross_entropy(model(batch[0]), batch[1])
+
+
 def pretraining_set(task, objective: str, n: int, generator: torch.Generator, split: str):
     """n items of the pretraining objective: masked inputs and their hidden symbols, or the
     related task's items."""
@@ -257,7 +261,7 @@ def pretrain(model: torch.nn.Module, spec: StructureSpec, task) -> float:
             eval_every=settings.steps,
         ),
         lambda step: pretraining_set(task, objective, settings.batch_size, data, "train"),
-        lambda m, batch: torch.nn.functional.cross_entropy(m(batch[0]), batch[1]),
+        classification_loss,
         lambda m: {
             "accuracy": _accuracy(
                 m, *pretraining_set(task, objective, spec.eval_items, generator(None, "eval"), "val")
@@ -269,9 +273,8 @@ def pretrain(model: torch.nn.Module, spec: StructureSpec, task) -> float:
 
 
 def accuracy(model, task, kind: str, split: str, items: int) -> float:
-    return _accuracy(
-        model, *task.sample(kind, items, generator(None, "eval"), split)
-    )  # the same items for every run
+    # the same items for every run
+    return _accuracy(model, *task.sample(kind, items, generator(None, "eval"), split))
 
 
 def _accuracy(model, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -303,7 +306,7 @@ def run(spec: StructureSpec, ctx) -> RunResult:
             model,
             spec.train,
             lambda step: task.sample("task", spec.train.batch_size, data),
-            lambda m, batch: torch.nn.functional.cross_entropy(m(batch[0]), batch[1]),
+            classification_loss,
             lambda m: {"accuracy": accuracy(m, task, "task", "val", spec.eval_items)},
             ctx.on_eval,
         )
@@ -498,25 +501,24 @@ def modularity_plot(runs: list[dict]) -> Plot | None:
     fig = Figure(figsize=(column_width(1.2 * len(groups) + 3), 3.8), layout="constrained")
     ax = fig.subplots()
     series, rows, data = defaultdict(list), [], {}
+    names_of = defaultdict(set)  # subroutine number -> its names across tasks (A, add)
     for label, members in groups.items():
         names = members[0]["extra"]["subroutines"]
         for number, name in enumerate(names, start=1):
+            names_of[number].add(name)
             per_run = [float(np.mean(modular_pairs(r, name))) for r in members]
-            series[f"subroutine {number}"].append(per_run)
+            series[number].append(per_run)
             pairs = sum(len(modular_pairs(r, name)) for r in members)
             control = modular_fraction(members, name, control=True)
+            pretraining = [
+                r["metrics"]["pretrain_accuracy"] for r in members if "pretrain_accuracy" in r["metrics"]
+            ]
             rows.append(
                 [
                     label,
                     name,
                     spread([r["metrics"][f"base_accuracy_{number}"] for r in members]),
-                    spread(
-                        [
-                            r["metrics"]["pretrain_accuracy"]
-                            for r in members
-                            if "pretrain_accuracy" in r["metrics"]
-                        ]
-                    ),
+                    spread(pretraining),
                     spread([r["metrics"][f"sub_{number}"] for r in members], signed=True),
                     spread([r["metrics"][f"abl_{number}"] for r in members], signed=True),
                     f"{modular_fraction(members, name):.2f} ({pairs})",
@@ -524,8 +526,10 @@ def modularity_plot(runs: list[dict]) -> Plot | None:
                 ]
             )
             data[f"{label}: {name}"] = {"modular per base seed": per_run, "random-mask modular": control}
-    bars(ax, list(groups), dict(series))
-    ax.set_ylabel(f"modular fraction (Sub >= {SUB_MIN}, Abl <= {ABL_MAX})")
+        series["random"].append([modular_fraction([r], control=True) for r in members])
+    labels = {n: f"subroutine {n} ({', '.join(sorted(names_of[n]))})" for n in names_of}
+    bars(ax, list(groups), {labels.get(k, "size-matched random masks"): v for k, v in series.items()})
+    ax.set_ylabel(f"modular fraction\n(Sub >= {SUB_MIN}, Abl <= {ABL_MAX})")
     ax.set_ylim(0, 1.05)
     ax.tick_params(axis="x", labelrotation=25, labelsize=7)
     for tick in ax.get_xticklabels():
