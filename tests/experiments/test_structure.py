@@ -90,6 +90,14 @@ def test_plots_draw_both_controls_and_the_per_layer_masks():
         ["and, mlp, untrained", "B"],
     ]
     assert [row[:2] for row in modularity.table["rows"]] == [row[:2] for row in ablation.table["rows"]]
+    longer = tiny_spec("train.steps=45")  # a condition trained for several step counts is split by them
+    runs.append(stored(longer, run(longer, RunContext(torch.device("cpu"))), "r2"))
+    labels = {row[0] for row in plots(runs)[1].table["rows"]}
+    assert labels == {
+        "and, mlp, from scratch, 30 steps",
+        "and, mlp, from scratch, 45 steps",
+        "and, mlp, untrained",
+    }
     label = "and, mlp, from scratch"
     assert set(layers.data) == {f"{label}: kept A", f"{label}: kept B", f"{label}: iou"}
     seeds = ablation.data[f"{label}: A"]  # the own / other columns are the means of the seeds
@@ -214,6 +222,9 @@ def test_profiles_resolve_with_their_controls():
         spec = job.spec
         return spec.task.name, spec.model.arch, spec.model.init, spec.pretrain.objective, spec.mask.method
 
+    def steps(job):
+        return job.spec.train.steps
+
     quick = make_plan("structure").jobs
     assert sorted(condition(j)[2:4] for j in quick) == [
         ("random", "none"),
@@ -224,8 +235,11 @@ def test_profiles_resolve_with_their_controls():
     full = make_plan("structure", profile="full").jobs
     seeds = defaultdict(set)
     for job in full:
-        seeds[condition(job)].add(job.spec.seed)
+        seeds[condition(job), steps(job)].add(job.spec.seed)
     assert all(found == {0, 1, 2} for found in seeds.values()) and len(full) == 3 * len(seeds)
+    scratch = ("and", "mlp", "trained", "none", "continuous")
+    assert {n for c, n in seeds if c == scratch} == {6000, 9000, 18000}  # pretraining's 3000 + 6000, and 3x
+    seeds = {c for c, n in seeds}
     pretraining = {(a, o) for t, a, i, o, m in seeds if t == "and" and i == "trained" and m == "continuous"}
     assert pretraining == {
         (a, o) for a in ("mlp", "transformer") for o in ("none", "self_supervised", "related_task")

@@ -288,8 +288,9 @@ def floor_difference(own: float, other: float, chance: float) -> float:
 
 
 def _mean_defined(values: list[float]) -> float:
-    """The mean of the values that are not NaN (an IoU of two empty masks is NaN); NaN if none."""
-    defined = [v for v in values if not math.isnan(v)]
+    """The mean of the values that are defined (an IoU of two empty masks is NaN, stored as
+    null); NaN if none."""
+    defined = [v for v in values if v is not None and not math.isnan(v)]
     return float(np.mean(defined)) if defined else math.nan
 
 
@@ -410,9 +411,15 @@ def _done(runs: list[dict]) -> list[dict]:
 
 
 def _conditions(runs: list[dict]) -> dict[str, list[dict]]:
-    groups = defaultdict(list)
+    """The finished runs by condition; a condition trained for several step counts (the
+    longer runs from scratch of the full profile) is split by them."""
+    by_steps = defaultdict(lambda: defaultdict(list))
     for r in _done(runs):
-        groups[_label(r["spec"])].append(r)
+        by_steps[_label(r["spec"])][r["spec"]["train"]["steps"]].append(r)
+    groups = {}
+    for label, parts in by_steps.items():
+        for steps, members in parts.items():
+            groups[label if len(parts) == 1 else f"{label}, {steps} steps"] = members
     return dict(sorted(groups.items()))
 
 
@@ -731,6 +738,9 @@ EXPERIMENT = register(
                     "pretrain.objective": list(OBJECTIVES),
                     "seed": [0, 1, 2],
                 },
+                # the MLP from scratch as long as pretraining and fine-tuning together, and
+                # longer: is its structure a matter of how far it is trained?
+                {"task.name": "and", "train.steps": [9000, 18000], "seed": [0, 1, 2]},
                 # Gumbel masks beside continuous sparsification, on the MLP from scratch
                 {
                     "task.name": "and",
