@@ -567,11 +567,12 @@ def layer_plot(runs: list[dict]) -> Plot | None:
     data = {}
     for (left, right), (task, members) in zip(axes, by_task.items()):
         layers = list(members[0]["extra"]["iou"])
+        shown = [_short(layer) for layer in layers]
         names = members[0]["extra"]["subroutines"]
         for i, name in enumerate(names):
             values = [[r["extra"]["subroutine"][name]["density"][layer] for r in members] for layer in layers]
             left.plot(
-                layers, [np.mean(v) for v in values], marker="o", color=f"C{i}", label=f"mask for {name}"
+                shown, [np.mean(v) for v in values], marker="o", color=f"C{i}", label=f"mask for {name}"
             )
             data[f"{task}: kept {name}"] = values
         left.set_yscale("log")
@@ -579,13 +580,20 @@ def layer_plot(runs: list[dict]) -> Plot | None:
         left.set_title(task, fontsize=9)
         left.legend(fontsize=7)
         iou = [[r["extra"]["iou"][layer] for r in members] for layer in layers]
-        right.plot(layers, [_mean_defined(v) for v in iou], marker="o", color="k")
+        right.plot(shown, [_mean_defined(v) for v in iou], marker="o", color="k")
         right.set_ylabel(f"IoU of the {names[0]} and {names[1]} masks")
         right.set_ylim(0, 1)
         data[f"{task}: iou"] = iou
         for ax in (left, right):
-            ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+            ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+            for tick in ax.get_xticklabels():
+                tick.set_horizontalalignment("right")
     return Plot("Masks per layer (trained base models)", fig, data)
+
+
+def _short(layer: str) -> str:
+    """A weight's name as a tick label: blocks.0.self_attn.query.weight -> blocks.0.query."""
+    return layer.removesuffix(".weight").replace("self_attn.", "")
 
 
 def plots(runs: list[dict]) -> list[Plot]:
