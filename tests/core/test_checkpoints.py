@@ -64,12 +64,12 @@ def test_a_loaded_model_gives_the_runs_stored_evaluation(tmp_path, sets):
 
 
 def test_a_loaded_structure_base_model_gives_the_stored_accuracy(tmp_path):
-    sets = {**EXPERIMENTS["structure"].tiny, "model.init": "trained"}
+    sets = {**EXPERIMENTS["structure"].tiny, "model.init": "trained", "pretrain.objective": "none"}
     folder = bindbench.run("structure", sets=sets, out=tmp_path / "out", quiet=True)
     (run,) = _runs(folder)
     model = bindbench.load_model(folder, run["id"])
     spec = structure.StructureSpec.model_validate(run["spec"])
-    task = structure.make_task(spec.task)
+    task = structure.make_task(spec)
     accuracy = structure.accuracy(model, task, "task", "test", spec.eval_items)
     assert accuracy == pytest.approx(run["metrics"]["base_accuracy"], abs=1e-9)
 
