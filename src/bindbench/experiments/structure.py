@@ -41,7 +41,7 @@ from bindbench.core.claims import (
     per_setting,
     values,
 )
-from bindbench.core.config import ReferenceKeys, Spec
+from bindbench.core.config import ReferenceKeys, Spec, flatten, varying
 from bindbench.core.factory import FactoryPath, factory_field
 from bindbench.core.masks import (
     ablate,
@@ -411,15 +411,18 @@ def _done(runs: list[dict]) -> list[dict]:
 
 
 def _conditions(runs: list[dict]) -> dict[str, list[dict]]:
-    """The finished runs by condition; a condition trained for several step counts (the
-    longer runs from scratch of the full profile) is split by them."""
-    by_steps = defaultdict(lambda: defaultdict(list))
+    """The finished runs by condition; runs of one condition that differ in other settings
+    (the full profile's longer runs from scratch, a user's sweep of mask.steps) are split by
+    them, named in the label."""
+    by_label = defaultdict(list)
     for r in _done(runs):
-        by_steps[_label(r["spec"])][r["spec"]["train"]["steps"]].append(r)
+        by_label[_label(r["spec"])].append(r)
     groups = {}
-    for label, parts in by_steps.items():
-        for steps, members in parts.items():
-            groups[label if len(parts) == 1 else f"{label}, {steps} steps"] = members
+    for label, members in by_label.items():
+        keys = varying([r["spec"] for r in members], ignore={"seed"})
+        for r in members:
+            flat = flatten(r["spec"])
+            groups.setdefault(", ".join([label, *(f"{k}={flat.get(k)}" for k in keys)]), []).append(r)
     return dict(sorted(groups.items()))
 
 
