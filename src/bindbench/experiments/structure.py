@@ -759,6 +759,8 @@ EXPERIMENT = register(
                     "model.init": ["trained", "random"],
                     "seed": [0, 1, 2],
                 },
+                # ... and at 5x the mask steps (Csordas et al. train a mask for 20k steps)
+                {"task.name": "and", "mask.method": "gumbel", "mask.steps": 5000, "seed": [0, 1, 2]},
                 {**ADDMUL, "model.init": ["trained", "random"], "seed": [0, 1, 2]},
                 {**ADDMUL, "mask.method": "gumbel", "seed": [0, 1, 2]},
             ],
