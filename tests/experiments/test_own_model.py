@@ -267,12 +267,18 @@ def test_a_profiles_sweep_over_the_reference_models_keys_is_one_run_of_the_users
     assert len(bindbench.plan("composition").jobs) == 5  # quick: five widths of the MLP
     (job,) = bindbench.plan("composition", sets={"model.factory": GatedMLP}).jobs
     assert job.spec.model.width == type(job.spec.model)().width  # left at its default
-    # structure's init (trained or the random control) is the experiment's own, kept
+    # structure's init (trained or the random control) and pretraining objectives are the
+    # experiment's own, kept: three starts of the trained model and one untrained control
     jobs = bindbench.plan(
         "structure",
         sets={"model.factory": GatedMLP, "mask.include": ["gate"], "model.init": ["trained", "random"]},
     ).jobs
-    assert len(jobs) == 2
+    assert sorted((j.spec.model.init, j.spec.pretrain.objective) for j in jobs) == [
+        ("random", "none"),
+        ("trained", "none"),
+        ("trained", "related_task"),
+        ("trained", "self_supervised"),
+    ]
 
 
 def test_a_users_run_stores_no_reference_keys_and_they_tell_no_runs_apart():
