@@ -223,7 +223,7 @@ def test_profiles_resolve_with_their_controls():
         return spec.task.name, spec.model.arch, spec.model.init, spec.pretrain.objective, spec.mask.method
 
     def steps(job):
-        return job.spec.train.steps, job.spec.mask.steps
+        return job.spec.train.steps, job.spec.mask.steps, job.spec.train.schedule
 
     quick = make_plan("structure").jobs
     assert sorted(condition(j)[2:4] for j in quick) == [
@@ -238,8 +238,10 @@ def test_profiles_resolve_with_their_controls():
         seeds[condition(job), steps(job)].add(job.spec.seed)
     assert all(found == {0, 1, 2} for found in seeds.values()) and len(full) == 3 * len(seeds)
     scratch = ("and", "mlp", "trained", "none", "continuous")
-    assert {n for c, (n, _) in seeds if c == scratch} == {6000, 9000, 18000}  # pretraining's 3000 + 6000, 3x
-    assert {m for c, (_, m) in seeds if c[-1] == "gumbel" and c[0] == "and"} == {1000, 5000}
+    # from scratch: 6k steps, pretraining's 3k + 6k, and 3x
+    assert {n for c, (n, _, _) in seeds if c == scratch} == {6000, 9000, 18000}
+    assert {m for c, (_, m, _) in seeds if c[-1] == "gumbel" and c[0] == "and"} == {1000, 5000}
+    assert (scratch, (9000, 1000, "cosine")) in seeds  # at the pretrained models' accuracy
     seeds = {c for c, n in seeds}
     pretraining = {(a, o) for t, a, i, o, m in seeds if t == "and" and i == "trained" and m == "continuous"}
     assert pretraining == {
