@@ -94,8 +94,8 @@ def test_plots_draw_both_controls_and_the_per_layer_masks():
     runs.append(stored(longer, run(longer, RunContext(torch.device("cpu"))), "r2"))
     labels = {row[0] for row in plots(runs)[1].table["rows"]}
     assert labels == {
-        "and, mlp, from scratch, train.steps=30",
-        "and, mlp, from scratch, train.steps=45",
+        "and, mlp, from scratch, steps=30",
+        "and, mlp, from scratch, steps=45",
         "and, mlp, untrained",
     }
     label = "and, mlp, from scratch"

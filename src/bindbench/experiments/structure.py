@@ -422,7 +422,8 @@ def _conditions(runs: list[dict]) -> dict[str, list[dict]]:
         keys = varying([r["spec"] for r in members], ignore={"seed"})
         for r in members:
             flat = flatten(r["spec"])
-            groups.setdefault(", ".join([label, *(f"{k}={flat.get(k)}" for k in keys)]), []).append(r)
+            named = (f"{k.split('.')[-1]}={flat.get(k)}" for k in keys)  # train.steps -> steps
+            groups.setdefault(", ".join([label, *named]), []).append(r)
     return dict(sorted(groups.items()))
 
 
@@ -508,7 +509,8 @@ def modularity_plot(runs: list[dict]) -> Plot | None:
     groups = _conditions(runs)
     if not groups:
         return None
-    fig = Figure(figsize=(column_width(1.2 * len(groups) + 3), 3.8), layout="constrained")
+    longest = max(len(label) for label in groups)  # slanted labels take height, not width
+    fig = Figure(figsize=(column_width(1.2 * len(groups) + 3), 2.8 + 0.045 * longest), layout="constrained")
     ax = fig.subplots()
     series, rows, data = defaultdict(list), [], {}
     names_of = defaultdict(set)  # subroutine number -> its names across tasks (A, add)
