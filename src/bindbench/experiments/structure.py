@@ -21,6 +21,7 @@ Subroutine 1 is A (the `and` task) or add (`addmul`), subroutine 2 is B or mul.
 from __future__ import annotations
 
 import math
+import typing
 from collections import defaultdict
 from typing import Literal
 
@@ -116,9 +117,6 @@ class MaskSpec(Spec):
     )
 
 
-OBJECTIVES = ("none", "self_supervised", "related_task")
-
-
 class PretrainSpec(Spec):
     objective: Literal["none", "self_supervised", "related_task"] = Field(
         "none",
@@ -128,6 +126,9 @@ class PretrainSpec(Spec):
     steps: int = Field(3000, ge=1, description="pretraining steps")
     batch_size: int = Field(128, ge=1, description="items per pretraining step")
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate of pretraining (no decay)")
+
+
+OBJECTIVES = typing.get_args(PretrainSpec.model_fields["objective"].annotation)
 
 
 class StructureSpec(Spec):
@@ -608,6 +609,10 @@ def plots(runs: list[dict]) -> list[Plot]:
 PRETRAIN_KEYS = [f"pretrain.{key}" for key in PretrainSpec.model_fields]
 
 
+def _trained(runs: list[dict]) -> list[dict]:
+    return [r for r in runs if r["spec"]["model"]["init"] == "trained"]
+
+
 def _by_objective(runs: list[dict]) -> dict[str, list[dict]]:
     found = defaultdict(list)
     for r in runs:
@@ -623,9 +628,7 @@ def _subnetworks(runs: list[dict]) -> Verdict:
     def one(part: list[dict]) -> Verdict:
         control = [r for r in part if r["spec"]["model"]["init"] == "random"]
         checks = {}
-        for objective, trained in _by_objective(
-            [r for r in part if r["spec"]["model"]["init"] == "trained"]
-        ).items():
+        for objective, trained in _by_objective(_trained(part)).items():
             for n in (1, 2):
                 checks[f"{objective}: sub_{n}"] = exceeds(
                     values(trained, f"sub_{n}"), values(control, f"sub_{n}"), f"Sub {n}", "random init"
@@ -636,10 +639,6 @@ def _subnetworks(runs: list[dict]) -> Verdict:
         return every(checks) if checks else Verdict(NOT_MEASURED, {}, "no trained base model")
 
     return in_every(per_setting(runs, ["model.init", *PRETRAIN_KEYS]), one)
-
-
-def _per_run_fraction(runs: list[dict]) -> list[float]:
-    return [modular_fraction([r]) for r in runs]
 
 
 def _pretraining(runs: list[dict]) -> Verdict:
@@ -654,8 +653,8 @@ def _pretraining(runs: list[dict]) -> Verdict:
         return every(
             {
                 objective: exceeds(
-                    _per_run_fraction(pretrained),
-                    _per_run_fraction(scratch),
+                    [modular_fraction([r]) for r in pretrained],
+                    [modular_fraction([r]) for r in scratch],
                     START[objective],
                     "from scratch",
                     margin="mean",
@@ -664,16 +663,13 @@ def _pretraining(runs: list[dict]) -> Verdict:
             }
         )
 
-    trained = [r for r in _done(runs) if r["spec"]["model"]["init"] == "trained"]
-    return in_every(per_setting(trained, PRETRAIN_KEYS), one)
+    return in_every(per_setting(_trained(_done(runs)), PRETRAIN_KEYS), one)
 
 
 def _addmul_base(runs: list[dict]) -> Verdict:
     """Every trained addmul base model's accuracy on unseen add and on unseen mul problems
     (mean over base seeds) at least 0.9."""
-    trained = [
-        r for r in runs if r["spec"]["model"]["init"] == "trained" and r["spec"]["task"]["name"] == "addmul"
-    ]
+    trained = [r for r in _trained(runs) if r["spec"]["task"]["name"] == "addmul"]
 
     def one(part: list[dict]) -> Verdict:
         return every(
