@@ -354,6 +354,21 @@ def _tokens(z: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- task family
 
 
+def task_weights(mask: torch.Tensor, distribution: str, generator: torch.Generator) -> torch.Tensor:
+    """Weights (B, M) of the active modules in the 0/1 rows `mask`, drawn from `generator`:
+    uniform on {0.5, 0.6, ..., 1.0} (discrete), 1 (khot), or a point of the simplex shifted
+    into [0.5, 1] (continuous); 0 for inactive modules."""
+    if distribution == "khot":
+        return mask
+    if distribution == "discrete":
+        steps = torch.randint(0, 6, mask.shape, generator=generator, device=mask.device)
+        return (5 + steps) / 10 * mask
+    w = torch.empty(mask.shape, device=mask.device).exponential_(1.0, generator=generator)
+    w = w * mask
+    w = w / (w.sum(1, keepdim=True) + 1)  # a point inside the simplex
+    return (0.5 * w + 0.5) * mask
+
+
 @dataclass
 class TaskBatch:
     encoding: torch.Tensor  # (B, E) float, or (B, 2M) long for 'tokens'
@@ -464,17 +479,6 @@ class HyperTeacher:
         shape = (num_tasks, num_samples, self.input_dim)
         return 2 * torch.rand(shape, generator=generator, device=self.device) - 1
 
-    def _task_weights(self, mask: torch.Tensor, generator) -> torch.Tensor:
-        if self.task_distribution == "khot":
-            return mask
-        if self.task_distribution == "discrete":  # uniform on {0.5, 0.6, ..., 1.0}
-            steps = torch.randint(0, 6, mask.shape, generator=generator, device=self.device)
-            return (5 + steps) / 10 * mask
-        w = torch.empty(mask.shape, device=self.device).exponential_(1.0, generator=generator)
-        w = w * mask
-        w = w / (w.sum(1, keepdim=True) + 1)  # a point inside the simplex
-        return (0.5 * w + 0.5) * mask
-
     def sample(self, num_tasks: int, split: str, generator: torch.Generator) -> TaskBatch:
         """A batch of num_tasks tasks from the "train" or "ood" combinations, drawn from generator.
 
@@ -485,7 +489,7 @@ class HyperTeacher:
             raise ValueError(f"num_tasks={num_tasks} must be an integer >= 1")
         combos = self.train_combinations if split == "train" else self.ood_combinations
         pick = torch.randint(len(combos), (num_tasks,), generator=generator, device=self.device)
-        z = self._task_weights(combos[pick], generator)
+        z = task_weights(combos[pick], self.task_distribution, generator)
         x = self._inputs(num_tasks, self.num_samples, generator)
         y = self.teacher(z, x)
         return TaskBatch(encoding=self.encode(z, generator), x=x, y=y, z=z)
