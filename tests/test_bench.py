@@ -14,6 +14,7 @@ from bindbench.bench import (
     bench_ensemble,
     bench_flow,
     bench_mlp,
+    bench_preferences,
     bench_scenes,
     bench_seq2seq,
     peak_matmul_gflops,
@@ -43,6 +44,9 @@ def test_benchmarks_report_side_by_side_ratios():  # a smoke test: tiny sizes, n
     flow = bench_flow(8, batch_size=2, steps=1, sampling_steps=2)
     assert flow["case"].startswith("flow U-Net width 8") and 0 < flow["data_fraction_of_step"]
     assert flow["images_per_second"] > 0
+    prefs = bench_preferences(8, steps=1, features=4)
+    assert prefs["case"].startswith("preferences MLP width 8") and 0 < prefs["data_fraction_of_step"]
+    assert prefs["demonstrations_per_second"] == pytest.approx(128 / (prefs["data_ms_per_batch"] / 1e3))
 
 
 def test_bench_only_an_unknown_group_is_a_one_line_error(capsys):
@@ -50,7 +54,8 @@ def test_bench_only_an_unknown_group_is_a_one_line_error(capsys):
 
     assert main(["bench", "--only", "scenes", "--only", "gpu"]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == "bindbench: error: --only 'gpu': choose from ensemble, mlp, scan, scenes, flow"
+    expected = "--only 'gpu': choose from ensemble, mlp, scan, scenes, flow, preferences"
+    assert err.strip() == f"bindbench: error: {expected}"
 
 
 def test_the_peak_is_the_best_of_several_matmul_sizes_and_shown_as_such():

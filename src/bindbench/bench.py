@@ -3,7 +3,8 @@
 (a) a vectorized ensemble of 32 small MLPs against the same 32 trained one after another;
 (b) achieved GFLOP/s of training a width-1024 depth-4 MLP against the peak matmul GFLOP/s
     measured in the same run (the best of square matmuls of 1,024, 2,048 and 4,096);
-(c) generating a hyperteacher batch as a fraction of a training step.
+(c) generating a hyperteacher batch as a fraction of a training step;
+(d)-(g) SCAN, scenes, the flow generator and preference demonstrations, likewise.
 Every case includes what a real run does per step: a fresh batch, forward, backward, AdamW.
 """
 
@@ -339,7 +340,7 @@ def compare(command: str, width: int = 256, depth: int = 4, steps: int = 300, ro
     }
 
 
-GROUPS = ("ensemble", "mlp", "scan", "scenes", "flow")
+GROUPS = ("ensemble", "mlp", "scan", "scenes", "flow", "preferences")
 
 
 def bench_flow(width: int = 32, batch_size: int = 32, steps: int = 10, sampling_steps: int = 20) -> dict:
@@ -380,6 +381,40 @@ def bench_flow(width: int = 32, batch_size: int = 32, steps: int = 10, sampling_
     }
 
 
+def bench_preferences(width: int = 1024, steps: int = 10, features: int = 16) -> dict:
+    """(g) Demonstrations generated per second (value iteration, rollout and grids of a batch of
+    128 episodes), and their share of the preferences student's training step (the
+    experiment's masked cross-entropy, AdamW; depth 2, `width`); the target of issue 23 (< 5%)."""
+    from bindbench.core.config import build_spec
+    from bindbench.experiments.hyperteacher.preferences import PreferenceSetup, PreferencesSpec
+
+    spec = build_spec(
+        PreferencesSpec, overrides={"model.width": width, "task.num_features": features, "eval_tasks": 2}
+    )
+    setup = PreferenceSetup(spec, torch.device("cpu"))
+    batch_size = spec.train.batch_size
+    # the best of 3 rounds keeps scheduler noise out of a share of a few percent
+    sample_seconds = min(_seconds(setup.batch, 20) for _ in range(3))
+    optimizer = make_optimizer(setup.model, spec.train.lr, spec.train.weight_decay)
+
+    def step() -> None:
+        inputs, actions = setup.batch()
+        loss = setup.loss(setup.model(inputs), actions)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    step_seconds = _seconds(step, steps)
+    return {
+        "case": f"preferences MLP width {width} depth 2, batch {batch_size} episodes"
+        f" x {spec.task.timelimit} steps, F={features}",
+        "ms_per_step": 1e3 * step_seconds,
+        "demonstrations_per_second": batch_size / sample_seconds,
+        "data_ms_per_batch": 1e3 * sample_seconds,
+        "data_fraction_of_step": sample_seconds / step_seconds,
+    }
+
+
 def run_benchmarks(quick: bool = False, only: tuple[str, ...] = GROUPS) -> dict:
     """Runs the groups of cases in `only` on the cores other processes leave free (as runs
     do: `core.device.threads_per_worker`); returns plain data."""
@@ -416,6 +451,10 @@ def run_benchmarks(quick: bool = False, only: tuple[str, ...] = GROUPS) -> dict:
     if "flow" in only:  # the generation experiment's full-profile widths
         results["flow_16"] = bench_flow(16, steps=steps)
         results["flow_32"] = bench_flow(32, steps=steps)
+    if "preferences" in only:  # the reference's width and the full profile's largest
+        results["preferences_1024"] = bench_preferences(1024, steps=max(2, steps // 2))
+        results["preferences_512"] = bench_preferences(512, steps=steps)
+        results["preferences_128"] = bench_preferences(128, steps=steps)
     return results
 
 
@@ -517,6 +556,14 @@ def results_table(results: dict) -> Table:
             case["case"],
             f"{case['ms_per_step']:.1f} ms per step, {case['images_per_second']:.1f} images/s drawn"
             f" ({case['sampling_steps']} steps), {case['prompts_per_second']:.0f} prompts/s rendered",
+            f"data {100 * case['data_fraction_of_step']:.2f}% of a step",
+            "< 5%",
+        )
+    for case in (value for key, value in results.items() if key.startswith("preferences_")):
+        table.add_row(
+            case["case"],
+            f"{case['ms_per_step']:.1f} ms per step,"
+            f" {case['demonstrations_per_second']:.0f} demonstrations/s",
             f"data {100 * case['data_fraction_of_step']:.2f}% of a step",
             "< 5%",
         )

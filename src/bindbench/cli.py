@@ -339,7 +339,7 @@ def data_scenes_command(
 def bench_command(
     quick: bool = typer.Option(False, "--quick", help="fewer repeats (a smoke test, noisier)"),
     only: list[str] = typer.Option(
-        None, "--only", help="run only these groups: ensemble, mlp, scan, scenes, flow"
+        None, "--only", help="run only these groups: ensemble, mlp, scan, scenes, flow, preferences"
     ),
     out: Path = typer.Option(
         None, parser=_path, metavar="PATH", help="also write the figures as JSON to this file"

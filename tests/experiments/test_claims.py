@@ -18,6 +18,19 @@ def hyper(width, ood, frac=0.5, support="random", seed=0, **metrics):
     return spec, {"ood_r2": ood, **metrics}
 
 
+def prefs(width, ood, frac=0.25, support="random", seed=0, **metrics):
+    spec, _ = hyper(width, ood, frac, support, seed)
+    return spec, {"ood_acc_all": ood, **metrics}
+
+
+def controls(support, random_ood, control_ood):
+    """Three seeds at two widths of the random support and of a control, at one coverage."""
+    return runs_of(
+        *[prefs(w, random_ood + s / 100, seed=s) for w in (32, 128) for s in range(3)],
+        *[prefs(w, control_ood + s / 100, support=support, seed=s) for w in (32, 128) for s in range(3)],
+    )
+
+
 def neurons(widths):
     return runs_of(
         *[
@@ -112,6 +125,32 @@ CASES = {  # (experiment, claim): (runs that satisfy it, runs that do not)
         runs_of(
             *[
                 hyper(w, o, decodability_r2=d)
+                for w, o, d in ((16, 0.0, 0.9), (32, 0.3, 0.6), (64, 0.5, 0.5), (128, 0.8, 0.1))
+            ]
+        ),
+    ),
+    ("preferences", "width"): (
+        runs_of(prefs(32, 0.2), prefs(128, 0.4), prefs(32, 0.1, frac=0.75), prefs(128, 0.3, frac=0.75)),
+        runs_of(prefs(32, 0.2), prefs(128, 0.1), prefs(32, 0.1, frac=0.75), prefs(128, 0.3, frac=0.75)),
+    ),
+    ("preferences", "non_compositional_fails"): (
+        controls("non_compositional", 0.5, 0.2),
+        controls("non_compositional", 0.5, 0.5),  # as high as random support
+    ),
+    ("preferences", "disconnected_fails"): (
+        controls("pseudo_random_disconnected", 0.5, 0.2),
+        controls("pseudo_random_disconnected", 0.5, 0.6),
+    ),
+    ("preferences", "decodability"): (
+        runs_of(
+            *[
+                prefs(w, o, decodability_r2=d)
+                for w, o, d in ((16, 0.0, 0.1), (32, 0.3, 0.5), (64, 0.5, 0.6), (128, 0.8, 0.9))
+            ]
+        ),
+        runs_of(
+            *[
+                prefs(w, o, decodability_r2=d)
                 for w, o, d in ((16, 0.0, 0.9), (32, 0.3, 0.6), (64, 0.5, 0.5), (128, 0.8, 0.1))
             ]
         ),

@@ -115,6 +115,7 @@ def _tiny(name: str, **more) -> dict:
     [
         ("composition", GatedMLP, {"input_dim": 6 + 16, "output_dim": 16}, {}),
         ("scaling", GatedMLP, {"input_dim": 6 + 16, "output_dim": 16}, {}),
+        ("preferences", GatedMLP, {"input_dim": 7 * 7 * (4 + 2) + 6, "output_dim": 5}, {}),
         ("structure", GatedMLP, None, {"mask.include": ["value", "gate"]}),
         ("segregation", PixelMixture, None, {}),
         ("neurons", GatedMLP, None, {}),
@@ -140,7 +141,7 @@ def test_a_users_module_trains_through_the_experiment_and_gets_metrics(tmp_path,
         assert isinstance(getattr(kept, "own", kept), factory)
         if sizes is not None:  # at the sizes the docs give
             assert parameters(kept) == parameters(factory(**sizes))
-    if name == "scaling":  # the probes read every Linear of the user's model
+    if name in ("scaling", "preferences"):  # the probes read every Linear of the user's model
         assert {"decodability_ood_value", "decodability_ood_gate", "decodability_ood_readout"} <= set(
             run["metrics"]
         )
