@@ -31,7 +31,6 @@ from bindbench.tasks.hyperteacher import (
     TASK_DISTRIBUTIONS,
     _check_choice,
     _check_frac_ood,
-    _check_sizes,
     split_combinations,
     task_weights,
 )
@@ -92,7 +91,10 @@ class CompositionalPreferences:
         seed: int = 0,
         device: str | torch.device = "cpu",
     ):
-        _check_sizes(num_preferences, num_hot)
+        if not isinstance(num_hot, int) or not 1 <= num_hot <= num_preferences:
+            raise ValueError(
+                f"num_hot={num_hot} must be an integer in [1, num_preferences={num_preferences}]"
+            )
         for name, value in [
             ("num_features", num_features),
             ("num_objects", num_objects),
@@ -130,7 +132,10 @@ class CompositionalPreferences:
         def stream(k: int) -> torch.Generator:  # the hyperteacher's streams: the same split for a seed
             return torch.Generator().manual_seed(seed * 1000 + k)
 
-        train, ood = split_combinations(num_preferences, num_hot, support, frac_ood, stream(0))
+        try:
+            train, ood = split_combinations(num_preferences, num_hot, support, frac_ood, stream(0))
+        except ValueError as err:  # the hyperteacher's words: its modules are the preferences here
+            raise ValueError(str(err).replace("num_modules=", "num_preferences=")) from None
         self.train_combinations, self.ood_combinations = train.to(self.device), ood.to(self.device)
         self.basis = torch.randn(num_preferences, num_features, generator=stream(1)).to(self.device)  # B
 

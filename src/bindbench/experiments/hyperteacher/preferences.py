@@ -71,13 +71,16 @@ class PreferencesTaskSpec(Spec):
 
     @model_validator(mode="after")
     def _fits_in_memory(self) -> PreferencesTaskSpec:
-        if self.num_hot <= self.num_preferences:
-            combinations = num_tasks(self.num_preferences, self.num_hot)
-            if combinations > MAX_COMBINATIONS:
-                raise ValueError(
-                    f"task.num_preferences={self.num_preferences} with task.num_hot={self.num_hot} makes"
-                    f" {combinations:,} combinations, more than {MAX_COMBINATIONS:,}"
-                )
+        if self.num_hot > self.num_preferences:
+            raise ValueError(
+                f"task.num_hot={self.num_hot} must be at most task.num_preferences={self.num_preferences}"
+            )
+        combinations = num_tasks(self.num_preferences, self.num_hot)
+        if combinations > MAX_COMBINATIONS:
+            raise ValueError(
+                f"task.num_preferences={self.num_preferences} with task.num_hot={self.num_hot} makes"
+                f" {combinations:,} combinations, more than {MAX_COMBINATIONS:,}"
+            )
         return self
 
 
