@@ -116,3 +116,9 @@ def test_a_control_fails_only_when_it_stays_below_random_support_at_every_width(
     heat = figures["OOD acc_all over width x coverage (random support)"]["depth=2"]
     assert heat["widths"] == [32, 128] and heat["coverages"] == [0.25, 0.75]
     assert heat["ood_acc_all"][1][0] == pytest.approx(0.5 + 0.032 + 0.01)  # coverage 0.75 = frac_ood 0.25
+    for r in main:
+        r["metrics"]["id_acc_all"] = r["metrics"]["ood_acc_all"] + 0.1
+    beside = {p.title: p.data for p in plots(main)}["ID beside OOD acc_all against width"]["frac_ood=0.75"]
+    assert beside["widths"] == [32, 128]
+    assert beside["id_acc_all"] == pytest.approx([o + 0.1 for o in beside["ood_acc_all"]])
+    assert beside["ood_acc_all"][1] == pytest.approx(0.5 + 0.128 + 0.01)

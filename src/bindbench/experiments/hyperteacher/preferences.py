@@ -15,16 +15,20 @@ from __future__ import annotations
 
 import functools
 import json
+from collections import defaultdict
 from functools import partial
 from typing import Literal
 
+import numpy as np
 import torch
+from matplotlib.figure import Figure
 from pydantic import Field, model_validator
 
 from bindbench.core import factory
 from bindbench.core.claims import Claim
 from bindbench.core.config import Spec
 from bindbench.core.registry import Experiment, RunResult, register
+from bindbench.core.report import Plot
 from bindbench.core.seeds import generator, seed_init
 from bindbench.core.training import TrainSpec
 from bindbench.experiments.hyperteacher import setup
@@ -213,8 +217,41 @@ def build_policy(spec: PreferencesSpec) -> torch.nn.Module:
 METRIC, LABEL = "ood_acc_all", "OOD acc_all"
 
 
+def id_beside_ood_plot(runs: list[dict]) -> Plot | None:
+    """ID and OOD acc_all (means over seeds) against width, one line pair per coverage (random
+    support): how much of what the agent does right on its training combinations carries over."""
+    main = [r for r in runs if r["status"] == "done" and r["spec"]["task"]["support"] == "random"]
+    main = [r for r in main if "width" in r["spec"]["model"] and {METRIC, "id_acc_all"} <= set(r["metrics"])]
+    if len({r["spec"]["model"]["width"] for r in main}) < 2:
+        return None
+    fig = Figure(figsize=(5, 3.6), layout="constrained")
+    ax = fig.subplots()
+    data = {}
+    for index, frac in enumerate(sorted({r["spec"]["task"]["frac_ood"] for r in main})):
+        by_width = defaultdict(list)
+        for r in main:
+            if r["spec"]["task"]["frac_ood"] == frac:
+                by_width[r["spec"]["model"]["width"]].append(
+                    (r["metrics"]["id_acc_all"], r["metrics"][METRIC])
+                )
+        widths = sorted(by_width)
+        ids, oods = ([float(np.mean([p[i] for p in by_width[w]])) for w in widths] for i in (0, 1))
+        color = f"C{index}"
+        ax.plot(widths, ids, marker="o", color=color, linestyle="--", label=f"ID, coverage {1 - frac:g}")
+        ax.plot(widths, oods, marker="o", color=color, label=f"OOD, coverage {1 - frac:g}")
+        data[f"frac_ood={frac}"] = {"widths": widths, "id_acc_all": ids, "ood_acc_all": oods}
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("width")
+    ax.set_ylabel("acc_all (every step of the episode right)")
+    ax.set_title("ID (dashed) beside OOD (solid), random support")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return Plot("ID beside OOD acc_all against width", fig, data)
+
+
 def plots(runs: list[dict]) -> list:
-    return setup.probe_plots(runs, METRIC, LABEL)
+    made = id_beside_ood_plot(runs)
+    return setup.probe_plots(runs, METRIC, LABEL) + ([made] if made is not None else [])
 
 
 ANCHOR = (
