@@ -156,10 +156,8 @@ class CompositionalPreferences:
         self.moves_flat = self.next_cell.T.flatten()  # (a * c): the targets of action 0, then 1, ...
         self.bits = 1 << torch.arange(num_objects, device=self.device)  # (o,): object o's bit in a subset
         self.observation_dim = height * width * (num_features + 2)
-        self.empty_grid = torch.zeros(
-            1, height * width, num_features + 2, dtype=torch.bool, device=self.device
-        )
-        self.empty_grid[0, :, -1] = self.walls.flatten()
+        wall_cells = self.walls.flatten().nonzero()[:, 0]
+        self.wall_index = (wall_cells * (num_features + 2) + num_features + 1)[None]  # (1, walls)
 
     @property
     def num_cells(self) -> int:
@@ -213,18 +211,43 @@ class CompositionalPreferences:
         rows = torch.arange(len(cells), device=self.device)[:, None]
         return arrive[rows, self.next_cell[cells], left[:, None]]
 
+    def policy(self, arrive: torch.Tensor, values: torch.Tensor, objects: torch.Tensor) -> tuple:
+        """The greedy action, the next state and the reward at every state (b, c * 2^o) of one
+        horizon's U (b, c, 2^o): the demonstrator as tables, so that a rollout is a few gathers."""
+        b, c, k = arrive.shape
+        q = arrive.index_select(1, self.moves_flat).view(b, -1, c, k)  # (b, a, c, k)
+        ties = q >= q.amax(1, keepdim=True) - TIE_TOLERANCE  # (b, a, c, k)
+        rank = torch.arange(len(ACTIONS), 0, -1, device=self.device)[:, None, None]  # a = 0 ranks highest
+        best = len(ACTIONS) - (ties * rank).amax(1)  # (b, c, k): the first best action
+        target = self.next_cell.expand(b, -1, -1).gather(2, best)  # (b, c, k)
+        object_at = torch.full((b, c), -1, dtype=torch.long, device=self.device)
+        object_at.scatter_(1, objects, torch.arange(self.num_objects, device=self.device).expand(b, -1))
+        landed = object_at.gather(1, target.view(b, -1)).view(b, c, k)  # the object there, or -1
+        subsets = torch.arange(k, device=self.device)
+        bit = torch.where(landed >= 0, 1 << landed.clamp(min=0), 0)
+        taken = (subsets & bit) > 0  # the object is there and still on the grid
+        gain = values.gather(1, landed.clamp(min=0).view(b, -1)).view(b, c, k)
+        following = target * k + torch.where(taken, subsets ^ bit, subsets)
+        return best.view(b, -1), following.view(b, -1), torch.where(taken, gain, 0.0).view(b, -1)
+
     def observe(
         self, agent: torch.Tensor, objects: torch.Tensor, features: torch.Tensor, left: torch.Tensor
     ) -> torch.Tensor:
-        """Grids (n, H, W, F + 2) of 0/1: the agent's channel F at free cell agent (n,), object o at
-        objects[:, o] in its feature's channel while bit o of `left` (n,) is set, walls last."""
-        n, (height, width) = len(agent), self.grid_shape
-        grid = self.empty_grid.expand(n, -1, -1).clone()  # (n, H * W, F + 2) bool, walls set
-        flat = self.free_cells[:, 0] * width + self.free_cells[:, 1]  # (c,) grid index of each free cell
-        rows = torch.arange(n, device=self.device)
-        grid[rows[:, None], flat[objects], features] = (left[:, None] & self.bits) > 0
-        grid[rows, flat[agent], self.num_features] = True
-        return grid.view(n, height, width, -1)
+        """RMS-normalized grids (n, H * W * (F + 2)): the agent's channel F at free cell agent (n,),
+        object o at objects[:, o] in its feature's channel while bit o of `left` (n,) is set, walls
+        in the last channel. Written by one scatter of each grid's few ones, already scaled: a
+        grid is 0/1, so its mean square is the share of ones."""
+        n, channels = len(agent), self.num_features + 2
+        present = (left[:, None] & self.bits) > 0  # (n, o)
+        walls = self.wall_index.shape[1]
+        scale = torch.rsqrt((walls + 1 + present.sum(1, keepdim=True)) / self.observation_dim + RMS_EPS)
+        flat = self.free_cells[:, 0] * self.grid_shape[1] + self.free_cells[:, 1]  # (c,) grid index
+        agent_index = (flat[agent] * channels)[:, None] + self.num_features
+        index = torch.cat(
+            [flat[objects] * channels + features, agent_index, self.wall_index.expand(n, -1)], 1
+        )
+        values = torch.cat([present * scale, scale.expand(n, 1 + walls)], 1)
+        return torch.zeros(n, self.observation_dim, device=self.device).scatter_(1, index, values)
 
     def sample(self, num_episodes: int, split: str, generator: torch.Generator) -> Demonstrations:
         """Optimal demonstrations of num_episodes tasks from the "train" or "ood" combinations.
@@ -237,34 +260,26 @@ class CompositionalPreferences:
         objects, agent = cells[:, :-1], cells[:, -1]
         values = self.object_values(z, features)
         arrive = self.arrival_values(values, objects)
+        horizons = range(self.timelimit - 1, -1, -1) if self.plan == "remaining" else [self.timelimit - 1]
+        tables = [self.policy(arrive[h], values, objects) for h in horizons]
         b, k = num_episodes, 2**self.num_objects
-        left = torch.full((b,), k - 1, device=self.device)
-        ended = torch.zeros(b, dtype=torch.bool, device=self.device)
-        returns = torch.zeros(b, device=self.device)
-        agents, lefts, actions = [], [], []
+        state = (agent * k + k - 1)[:, None]  # (b, 1): cell * 2^o + the objects left
+        ended = torch.zeros(b, 1, dtype=torch.bool, device=self.device)
+        returns = torch.zeros(b, 1, device=self.device)
+        states, actions = [], []
         for t in range(self.timelimit):
-            agents.append(agent)
-            lefts.append(left)
-            horizon = self.timelimit - 1 - t if self.plan == "remaining" else self.timelimit - 1
-            q = self.action_values(arrive[horizon], agent, left)  # (b, a)
-            best = (q >= q.amax(1, keepdim=True) - TIE_TOLERANCE).byte().argmax(1)  # the first best
-            actions.append(torch.where(ended, -1, best))
-            moved = self.next_cell[agent, best]
-            picked = (
-                (objects == moved[:, None]) & ((left[:, None] & self.bits) > 0) & ~ended[:, None]
-            )  # (b, o)
-            returns += self.discount**t * (values * picked).sum(1)
-            left = left & ~(picked.long() * self.bits).sum(1)
-            agent = torch.where(ended, agent, moved)
-            ended = ended | (best == 0)
-        steps, lefts = self.timelimit, torch.stack(lefts, 1)  # (b, t)
+            best, following, reward = tables[min(t, len(tables) - 1)]
+            states.append(state)
+            action = best.gather(1, state)
+            actions.append(torch.where(ended, -1, action))
+            returns += torch.where(ended, 0.0, self.discount**t * reward.gather(1, state))
+            state = torch.where(ended, state, following.gather(1, state))
+            ended = ended | (action == 0)
+        states = torch.cat(states, 1).flatten()  # (b * t,)
         grids = self.observe(
-            torch.stack(agents, 1).flatten(),
-            objects.repeat_interleave(steps, 0),
-            features.repeat_interleave(steps, 0),
-            lefts.flatten(),
-        ).view(b, steps, -1)  # (b, t, H * W * (F + 2))
-        # RMS normalization: the entries are 0/1, so the mean square is the share of ones
-        ones = self.walls.sum() + 1 + ((lefts[..., None] & self.bits) > 0).sum(-1, keepdim=True)
-        grids = torch.where(grids, torch.rsqrt(ones / grids.shape[-1] + RMS_EPS), 0.0)
-        return Demonstrations(grids, torch.stack(actions, 1), z, returns, values, features, cells)
+            states // k,
+            objects.repeat_interleave(self.timelimit, 0),
+            features.repeat_interleave(self.timelimit, 0),
+            states % k,
+        ).view(b, self.timelimit, -1)  # (b, t, H * W * (F + 2))
+        return Demonstrations(grids, torch.cat(actions, 1), z, returns[:, 0], values, features, cells)
