@@ -152,6 +152,7 @@ def test_observations_show_the_agent_walls_and_the_objects_still_there():
     d = env.observation_dim
     grids = demos.observations.view(64, env.timelimit, 7, 7, 8)
     assert demos.observations.shape == (64, env.timelimit, d)
+    assert torch.equal(demos.inputs[..., d:], demos.z[:, None].expand(-1, env.timelimit, -1))  # z after it
     rms = demos.observations.pow(2).mean(-1).sqrt()
     assert torch.allclose(rms, torch.ones_like(rms), atol=1e-4)  # RMS-normalized
     on = grids > 0

@@ -58,13 +58,18 @@ RMS_EPS = 1e-6
 
 @dataclass
 class Demonstrations:
-    observations: torch.Tensor  # (b, t, H * W * (F + 2)) flattened, RMS-normalized grids
+    inputs: torch.Tensor  # (b, t, H * W * (F + 2) + P): each step's grid, then z (the student's view)
     actions: torch.Tensor  # (b, t) long, the optimal action; -1 once the episode has ended
     z: torch.Tensor  # (b, P) preference weights, 0 for inactive preferences
     returns: torch.Tensor  # (b,) the demonstration's discounted return
     values: torch.Tensor  # (b, o) reward of picking up each object
     features: torch.Tensor  # (b, o) each object's feature
     cells: torch.Tensor  # (b, o + 1) free-cell index of each object, then of the agent
+
+    @property
+    def observations(self) -> torch.Tensor:
+        """(b, t, H * W * (F + 2)): each step's flattened, RMS-normalized grid."""
+        return self.inputs[..., : -self.z.shape[1]]
 
     @property
     def valid(self) -> torch.Tensor:
@@ -231,12 +236,17 @@ class CompositionalPreferences:
         return best.view(b, -1), following.view(b, -1), torch.where(taken, gain, 0.0).view(b, -1)
 
     def observe(
-        self, agent: torch.Tensor, objects: torch.Tensor, features: torch.Tensor, left: torch.Tensor
+        self,
+        agent: torch.Tensor,
+        objects: torch.Tensor,
+        features: torch.Tensor,
+        left: torch.Tensor,
+        extra: int = 0,
     ) -> torch.Tensor:
         """RMS-normalized grids (n, H * W * (F + 2)): the agent's channel F at free cell agent (n,),
         object o at objects[:, o] in its feature's channel while bit o of `left` (n,) is set, walls
-        in the last channel. Written by one scatter of each grid's few ones, already scaled: a
-        grid is 0/1, so its mean square is the share of ones."""
+        in the last channel; then `extra` zero columns. Written by one scatter of each grid's few
+        ones, already scaled: a grid is 0/1, so its mean square is the share of ones."""
         n, channels = len(agent), self.num_features + 2
         present = (left[:, None] & self.bits) > 0  # (n, o)
         walls = self.wall_index.shape[1]
@@ -247,7 +257,8 @@ class CompositionalPreferences:
             [flat[objects] * channels + features, agent_index, self.wall_index.expand(n, -1)], 1
         )
         values = torch.cat([present * scale, scale.expand(n, 1 + walls)], 1)
-        return torch.zeros(n, self.observation_dim, device=self.device).scatter_(1, index, values)
+        grids = torch.zeros(n, self.observation_dim + extra, device=self.device)
+        return grids.scatter_(1, index, values)
 
     def sample(self, num_episodes: int, split: str, generator: torch.Generator) -> Demonstrations:
         """Optimal demonstrations of num_episodes tasks from the "train" or "ood" combinations.
@@ -276,10 +287,12 @@ class CompositionalPreferences:
             state = torch.where(ended, state, following.gather(1, state))
             ended = ended | (action == 0)
         states = torch.cat(states, 1).flatten()  # (b * t,)
-        grids = self.observe(
+        inputs = self.observe(
             states // k,
             objects.repeat_interleave(self.timelimit, 0),
             features.repeat_interleave(self.timelimit, 0),
             states % k,
-        ).view(b, self.timelimit, -1)  # (b, t, H * W * (F + 2))
-        return Demonstrations(grids, torch.cat(actions, 1), z, returns[:, 0], values, features, cells)
+            extra=self.num_preferences,
+        ).view(b, self.timelimit, -1)  # (b, t, H * W * (F + 2) + P)
+        inputs[..., self.observation_dim :] = z[:, None]  # written in place: no copy of the grids
+        return Demonstrations(inputs, torch.cat(actions, 1), z, returns[:, 0], values, features, cells)

@@ -42,13 +42,12 @@ from bindbench.experiments.hyperteacher.setup import (
     fit,
     group_key,
     probed,
-    student_inputs,
     width_rises,
     with_controls,
 )
 from bindbench.models import MLP
 from bindbench.tasks.hyperteacher import SUPPORTS, TASK_DISTRIBUTIONS, num_tasks
-from bindbench.tasks.preferences import ACTIONS, PLANS, CompositionalPreferences, Demonstrations
+from bindbench.tasks.preferences import ACTIONS, PLANS, CompositionalPreferences
 
 
 class PreferencesTaskSpec(Spec):
@@ -140,11 +139,6 @@ def check(spec: PreferencesSpec) -> None:
     setup.check_probed(model, spec)
 
 
-def policy_inputs(demos: Demonstrations) -> torch.Tensor:
-    """(b, t, observation + P): each step's grid with the task z."""
-    return student_inputs(demos.z, demos.observations)
-
-
 class PreferenceSetup:
     """A run's task, fresh policy, demonstration stream and fixed ID / OOD episodes (`fit`'s interface)."""
 
@@ -160,15 +154,15 @@ class PreferenceSetup:
         self.eval_inputs, self.eval_targets = {}, {}
         for split in SPLITS:
             demos = self.task.sample(spec.eval_tasks, "train" if split == "id" else "ood", held)
-            self.eval_inputs[split], self.eval_targets[split] = policy_inputs(demos), demos.actions
+            self.eval_inputs[split], self.eval_targets[split] = demos.inputs, demos.actions
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         demos = self.task.sample(self.spec.train.batch_size, "train", self.data)
-        return policy_inputs(demos), demos.actions
+        return demos.inputs, demos.actions
 
     def probe_tasks(self, num_tasks: int, split: str, gen: torch.Generator) -> tuple:
         demos = self.task.sample(num_tasks, split, gen)
-        return policy_inputs(demos), demos.z, demos.actions
+        return demos.inputs, demos.z, demos.actions
 
     @staticmethod
     def loss(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
