@@ -201,14 +201,13 @@ class CompositionalPreferences:
         at = objects[..., None].expand(b, n, k)
         value = torch.zeros(b, c, k, device=self.device)
         arrivals = []
-        for _ in range(self.timelimit):
+        for h in range(self.timelimit):
             here = value.gather(1, at)  # (b, o, k): values at the objects' cells
             picked = gain + self.discount * here.gather(2, without)
             arrive = (self.discount * value).scatter_(1, at, torch.where(holds, picked, self.discount * here))
             arrivals.append(arrive)
-            value = (
-                arrive.index_select(1, self.moves_flat).view(b, -1, c, k).amax(1)
-            )  # (b, a, c, k) -> (b, c, k)
+            if h < self.timelimit - 1:  # the last horizon's V is what `policy` reads off its Q
+                value = arrive.index_select(1, self.moves_flat).view(b, -1, c, k).amax(1)  # (b, c, k)
         return torch.stack(arrivals)
 
     def action_values(self, arrive: torch.Tensor, cells: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
