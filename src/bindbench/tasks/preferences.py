@@ -193,10 +193,9 @@ class CompositionalPreferences:
         a move that stays (the episode ends: nothing is earned after it that staying would not).
         Only the objects' cells differ from discount * V, so each step is a few (b, c, 2^o) ops."""
         b, c, k, n = len(values), self.num_cells, 2**self.num_objects, self.num_objects
-        bits = self.bits
         subsets = torch.arange(k, device=self.device)
-        holds = (subsets & bits[:, None]) > 0  # (o, k): object o is in subset k
-        without = (subsets ^ bits[:, None]).expand(b, n, k)  # the subset once o is picked up
+        holds = (subsets & self.bits[:, None]) > 0  # (o, k): object o is in subset k
+        without = (subsets ^ self.bits[:, None]).expand(b, n, k)  # the subset once o is picked up
         gain = values[..., None]  # (b, o, 1)
         at = objects[..., None].expand(b, n, k)
         value = torch.zeros(b, c, k, device=self.device)
